@@ -1,0 +1,259 @@
+"""Load a data source into validated records, with a report that accounts for every row.
+
+Example: ``result = load_records("hh.jsonl.gz", on_error="skip"); result.records, result.report``
+
+Nothing is lost silently: each row ends up as record(s), a rule-based drop (counted by reason),
+a skipped error (counted by reason, only with ``on_error="skip"``), or a raised :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from alignlab.data.formats import Drop, Note, detect_format, finegrained_ranked
+from alignlab.data.readers import Location, detect_file_kind, read_rows
+from alignlab.data.records import (
+    RECORD_KINDS,
+    Judged,
+    PreferencePair,
+    RankedResponses,
+    Record,
+    is_chat,
+    pairs_to_feedback,
+    ranked_to_pairs,
+)
+from alignlab.errors import DataError, FieldError
+from alignlab.registry import FORMATS
+
+Policy = Literal["error", "skip", "keep"]
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    format: str = "auto"
+    """A format name from ``alignlab data formats``, or "auto" to detect it from the columns."""
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    """Column renames, target field → source column (``{"chosen": "response_a"}``)."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """Stop at the first bad row, or skip bad rows and count them by reason."""
+    identical_pairs: Literal["auto", "error", "skip", "keep"] = "auto"
+    """A pair whose chosen equals its rejected. "auto": an error in your own data, kept (and
+    reported) in a published benchmark, which is read as published."""
+    empty_completions: Policy = "keep"
+    """An empty response is real model behaviour (published sets hold some): kept and reported."""
+    kind: str | None = None
+    """Convert to this record kind: "paired" (from ranked), "unpaired" (pairs split into thumbs
+    up/down), "ranked" (FineGrainedRLHF rows as ranked lists). None keeps what the format gives."""
+    split: str = "train"
+    """Split of a saved `datasets` DatasetDict or a hub dataset."""
+
+
+@dataclass
+class LoadReport:
+    """What happened to every row of a source."""
+
+    source: str
+    rows: int = 0
+    records: int = 0
+    formats: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    """Removed by the format's own rule (a rater tie), by reason."""
+    skipped: Counter = field(default_factory=Counter)
+    """Bad rows skipped with on_error="skip", by reason."""
+    warnings: Counter = field(default_factory=Counter)
+    """Rows kept but worth a look (empty completion, identical pair in a benchmark), by reason."""
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    """Up to a few locations (with messages) per skipped or warned reason."""
+    ignored_columns: set[str] = field(default_factory=set)
+
+    def note(self, counter: Counter, reason: str, example: str) -> None:
+        counter[reason] += 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < MAX_EXAMPLES:
+            shown.append(example)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.skipped or self.warnings)
+
+
+@dataclass
+class LoadResult:
+    records: list[Record]
+    report: LoadReport
+
+
+def load_records(source: str | Path, options: LoadOptions | None = None, **overrides: Any) -> LoadResult:
+    """Read a file, a folder of files, a saved dataset or a hub id into validated records."""
+    options = options or LoadOptions()
+    if overrides:
+        options = LoadOptions(**{**options.__dict__, **overrides})
+    _check_options(options)
+    report = LoadReport(str(source))
+    records = list(_records(_sources(source), options, report))
+    records = _convert_kind(records, options.kind, report)
+    report.records = len(records)
+    return LoadResult(records, report)
+
+
+def _check_options(options: LoadOptions) -> None:
+    if options.format != "auto" and options.format not in FORMATS:
+        FORMATS.get(options.format)  # raises ConfigError with a did-you-mean
+    if options.kind is not None and options.kind not in RECORD_KINDS:
+        raise DataError(f"unknown record kind {options.kind!r}", hint=f"use one of {sorted(RECORD_KINDS)}")
+
+
+def _sources(source: str | Path) -> list[str]:
+    """A folder of data files (not a saved dataset) reads every file in it, in name order."""
+    path = Path(source)
+    if path.is_dir() and detect_file_kind_safe(path) != "datasets":
+        files = sorted(p for p in path.iterdir() if p.is_file() and detect_file_kind_safe(p) not in (None, "hub"))
+        if not files:
+            raise DataError("folder holds no data files", file=str(path), hint="expected .jsonl/.json/.csv/.parquet")
+        return [str(p) for p in files]
+    return [str(source)]
+
+
+def detect_file_kind_safe(path: Path) -> str | None:
+    try:
+        return detect_file_kind(path)
+    except DataError:
+        return None
+
+
+def _records(files: list[str], options: LoadOptions, report: LoadReport) -> Iterator[Record]:
+    for file in files:
+        source_name = Path(file).name.split(".")[0] if Path(file).exists() else file
+        for where, row in read_rows(file, split=options.split):
+            report.rows += 1
+            try:
+                if isinstance(row, DataError):
+                    raise row
+                yield from _convert_row(where, row, options, report, source_name)
+            except DataError as error:
+                if options.on_error == "raise":
+                    raise
+                report.note(report.skipped, error.reason, str(error).splitlines()[0])
+
+
+def _convert_row(
+    where: Location, row: Any, options: LoadOptions, report: LoadReport, source_name: str
+) -> Iterator[Record]:
+    try:
+        row = _apply_mapping(row, options.mapping)
+        entry = detect_format(row) if options.format == "auto" else FORMATS.get(options.format)
+        missing = [c for c in entry.contract["columns"] if c not in row]
+        if missing:
+            raise FieldError(missing[0], f"missing field (format {entry.name!r})", "", "missing field")
+        if options.kind == "ranked" and entry.name == "finegrained":
+            converted: list[Any] = [finegrained_ranked(row, source_name)]
+        else:
+            converted = entry.obj(row, source_name)
+        used = _used_columns(entry, options.mapping)
+        if used is not None:
+            report.ignored_columns.update(set(row) - used)
+    except FieldError as exc:
+        raise where.error(exc.message, field=exc.field, hint=exc.hint, reason=exc.reason) from None
+    report.formats[entry.name] += 1
+    for item in converted:
+        if isinstance(item, Drop):
+            report.dropped[item.reason] += 1
+        elif isinstance(item, Note):
+            report.note(report.warnings, item.reason, str(where))
+        elif _passes_content_checks(where, item, entry.contract["published"], options, report):
+            yield item
+
+
+def _apply_mapping(row: Any, mapping: Mapping[str, str]) -> Any:
+    if not mapping or not isinstance(row, Mapping):
+        return row
+    missing = [src for src in mapping.values() if src not in row]
+    if missing:
+        target = next(t for t, s in mapping.items() if s == missing[0])
+        raise FieldError(missing[0], f"mapped column missing (mapping {target}={missing[0]})",
+                         f"the row has columns {sorted(row)}", "missing field")
+    renamed = {k: v for k, v in row.items() if k not in mapping.values()}
+    renamed.update({target: row[src] for target, src in mapping.items()})
+    return renamed
+
+
+OPTIONAL_COLUMNS = {"margin", "rater_share", "chosen_token_weights", "rejected_token_weights", "source", "id",
+                    "score", "scores", "ranks"}
+
+
+def _used_columns(entry: Any, mapping: Mapping[str, str]) -> set[str] | None:
+    """Columns a generic format reads; published formats read their fixed schema (None: skip)."""
+    if entry.contract["published"]:
+        return None
+    return set(entry.contract["columns"]) | OPTIONAL_COLUMNS | set(mapping)
+
+
+def _passes_content_checks(
+    where: Location, record: Record, published: bool, options: LoadOptions, report: LoadReport
+) -> bool:
+    """Identical pairs and empty completions: error, skip (counted) or keep (reported)."""
+    if isinstance(record, PreferencePair) and record.chosen == record.rejected:
+        policy = options.identical_pairs
+        if policy == "auto":
+            policy = "keep" if published else "error"
+        if not _apply_policy(where, policy, "rejected", "identical chosen and rejected", report,
+                             "a pair with no difference teaches nothing; fix the row, or pass "
+                             "identical_pairs='skip' (or --on-error skip)"):
+            return False
+    for name, text in _completions(record):
+        if _is_empty(text) and not _apply_policy(
+            where, options.empty_completions, name, "empty completion", report,
+            "an empty answer is kept by default; pass empty_completions='error' to reject it",
+        ):
+            return False
+    return True
+
+
+def _apply_policy(where: Location, policy: str, field_name: str, reason: str, report: LoadReport, hint: str) -> bool:
+    error = where.error(reason, field=field_name, hint=hint, reason=reason)
+    if policy == "error":
+        raise error
+    report.note(report.skipped if policy == "skip" else report.warnings, reason, str(error).splitlines()[0])
+    return policy == "keep"
+
+
+def _completions(record: Record) -> Iterable[tuple[str, Any]]:
+    if isinstance(record, PreferencePair):
+        return (("chosen", record.chosen), ("rejected", record.rejected))
+    if isinstance(record, RankedResponses):
+        return ((f"responses[{i}]", r) for i, r in enumerate(record.responses))
+    if isinstance(record, Judged):
+        return (("response", record.response),)
+    return (("completion", record.completion),)  # Feedback, SFTExample
+
+
+def _is_empty(text: Any) -> bool:
+    if is_chat(text):
+        return not any(m["content"].strip() for m in text)
+    return not str(text).strip()
+
+
+def _convert_kind(records: list[Record], kind: str | None, report: LoadReport) -> list[Record]:
+    if kind is None:
+        return records
+    target = RECORD_KINDS[kind]
+    out: list[Record] = []
+    for record in records:
+        if isinstance(record, target):
+            out.append(record)
+        elif kind == "paired" and isinstance(record, RankedResponses):
+            out.extend(ranked_to_pairs(record))
+        elif kind == "unpaired" and isinstance(record, PreferencePair):
+            out.extend(pairs_to_feedback([record]))
+        else:
+            raise DataError(
+                f"cannot turn {type(record).__name__} records into {kind!r} records",
+                file=report.source,
+                hint="conversions: ranked→paired, paired→unpaired, FineGrainedRLHF→ranked",
+            )
+    return out

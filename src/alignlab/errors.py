@@ -1,0 +1,78 @@
+"""The exceptions alignlab raises, each carrying what went wrong, where, and what to do.
+
+Example: ``raise DataError("empty text", file="a.jsonl", line=3, field="chosen", hint="...")``
+"""
+
+from __future__ import annotations
+
+
+class AlignlabError(Exception):
+    """Base class: every error alignlab raises on purpose derives from it."""
+
+
+class FieldError(AlignlabError):
+    """A problem with one field of one record, before its location in a file is known.
+
+    Record constructors and format adapters raise it; the loader adds file and line and re-raises
+    it as a :class:`DataError`.
+    """
+
+    def __init__(self, field: str | None, message: str, hint: str = "", reason: str = "") -> None:
+        self.field = field
+        self.message = message
+        self.hint = hint
+        # A short stable key used to count skipped rows by cause ("empty text", "missing field").
+        self.reason = reason or message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class DataError(AlignlabError):
+    """A bad row or file, located as precisely as the source allows (file, line or row, field)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        hint: str = "",
+        reason: str = "",
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.row = row
+        self.field = field
+        self.hint = hint
+        self.reason = reason or message
+        super().__init__(self._render())
+
+    @property
+    def where(self) -> str:
+        """``file:line`` (or ``file:row N`` where the source has no lines), then the field."""
+        parts = []
+        place = self.file or "<data>"
+        if self.line is not None:
+            place += f":{self.line}"
+        if self.row is not None:
+            place += f" (row {self.row})" if self.line is not None else f": row {self.row}"
+        parts.append(place)
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        return ", ".join(parts)
+
+    def _render(self) -> str:
+        text = f"{self.where}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class ConfigError(AlignlabError):
+    """An invalid configuration: unknown key, wrong type, or options that cannot work together."""
+
+
+class TokenizationError(AlignlabError):
+    """A record could not be turned into token ids with an exact prompt/completion boundary."""
