@@ -147,7 +147,7 @@ def _read_jsonl(path: str) -> Iterator[Row]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             row = where.error(
-                f"malformed JSON ({exc.msg} at column {exc.colno})",
+                f"malformed JSON: {exc.msg} (column {exc.colno})",
                 hint="each line must be one complete JSON object",
                 reason="malformed JSON",
             )
@@ -162,7 +162,7 @@ def _read_json(path: str) -> Iterator[Row]:
         document, _ = decoder.raw_decode(text, _skip_space(text, 0))
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"malformed JSON ({exc.msg} at column {exc.colno})", file=path, line=exc.lineno, reason="malformed JSON",
+            f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno, reason="malformed JSON",
             hint="check the file with `python -m json.tool FILE`",
         ) from None
     if isinstance(document, dict):

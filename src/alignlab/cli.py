@@ -1,0 +1,163 @@
+"""The `alignlab` command line: data checks and conversion, configs, the demo.
+
+Example: ``alignlab data check pairs.jsonl --tokenizer ./tok --max-length 1024``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from alignlab import __version__
+from alignlab.errors import AlignlabError
+
+
+def _mapping(items: Sequence[str] | None) -> dict[str, str]:
+    mapping = {}
+    for item in items or ():
+        target, sep, source = item.partition("=")
+        if not sep or not target or not source:
+            raise AlignlabError(f"bad --map entry {item!r}\n  hint: write TARGET=SOURCE, e.g. --map chosen=response_a")
+        mapping[target] = source
+    return mapping
+
+
+def _load_options(args: argparse.Namespace):  # -> LoadOptions
+    from alignlab.data.load import LoadOptions
+
+    return LoadOptions(format=args.format, mapping=_mapping(args.map), split=args.split,
+                       on_error=getattr(args, "on_error", "raise"), kind=getattr(args, "kind", None))
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="auto", help="force a format (see `alignlab data formats`)")
+    parser.add_argument("--map", nargs="+", metavar="TARGET=SOURCE", help="rename columns, e.g. chosen=response_a")
+    parser.add_argument("--split", default="train", help="split of a saved dataset or hub dataset")
+
+
+def cmd_data_check(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.data.doctor import check_data
+    from alignlab.data.doctor_view import render
+    from alignlab.models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    report = check_data(args.file, _load_options(args), tokenizer=tokenizer, max_length=args.max_length)
+    render(report, console)
+    if args.json:
+        from alignlab.data.doctor_view import to_json
+
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(to_json(report), handle, indent=2)
+    return report.exit_code
+
+
+def cmd_data_convert(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.data.convert import write_jsonl
+    from alignlab.data.load import load_records
+
+    result = load_records(args.input, _load_options(args))
+    count = write_jsonl(result.records, args.output)
+    report = result.report
+    console.print(f"wrote {count} records to {args.output} (from {report.rows} rows)")
+    for label, counter in (("dropped", report.dropped), ("skipped", report.skipped), ("kept, note", report.warnings)):
+        for reason, n in sorted(counter.items()):
+            console.print(f"  {label}: {reason}: {n}")
+    return 0
+
+
+def cmd_data_formats(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from alignlab.data import formats  # noqa: F401  (registers the adapters)
+    from alignlab.registry import FORMATS
+
+    table = Table("format", "columns", "records", "published", "what")
+    for entry in sorted(FORMATS.entries(), key=lambda e: e.contract["priority"]):
+        doc = (entry.obj.__doc__ or "").strip().splitlines()[0]
+        table.add_row(entry.name, ", ".join(entry.contract["columns"]), entry.contract["kind"],
+                      "yes" if entry.contract["published"] else "", doc)
+    console.print(table)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.config import dump_yaml, load_config
+
+    config = load_config(args.config, args.overrides)
+    console.print(dump_yaml(config), markup=False, highlight=False)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.demo import run_demo
+
+    return run_demo(console, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignlab",
+        description="Align language models with human preferences, and prove that it worked.",
+    )
+    parser.add_argument("--version", action="version", version=f"alignlab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    data = commands.add_parser("data", help="check, convert and list preference data formats")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    check = data_commands.add_parser("check", help="counts and findings for a data file (exit 0 clean, 1 findings, 2 unreadable)")
+    check.add_argument("file", help="a .jsonl/.json/.csv/.parquet file (.gz ok), a folder, or a saved dataset")
+    check.add_argument("--tokenizer", help="tokenizer folder: lengths in tokens, truncation and EOS/BOS checks")
+    check.add_argument("--max-length", type=int, help="max prompt+completion tokens (with --tokenizer)")
+    check.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    _add_source_options(check)
+    check.set_defaults(handler=cmd_data_check)
+
+    convert = data_commands.add_parser("convert", help="write any supported input as normalised JSONL")
+    convert.add_argument("input")
+    convert.add_argument("output")
+    convert.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="skip bad rows (counted)")
+    convert.add_argument("--kind", choices=("paired", "unpaired", "ranked"), help="convert records to this kind")
+    _add_source_options(convert)
+    convert.set_defaults(handler=cmd_data_convert)
+
+    listing = data_commands.add_parser("formats", help="list the data formats alignlab detects")
+    listing.set_defaults(handler=cmd_data_formats)
+
+    config = commands.add_parser("config", help="show a resolved config")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    show = config_commands.add_parser("show", help="print CONFIG with key=value overrides applied")
+    show.add_argument("config", nargs="?", help="YAML config (defaults when omitted)")
+    show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
+    show.set_defaults(handler=cmd_config_show)
+
+    demo = commands.add_parser("demo", help="the end-to-end demo on embedded data (no downloads)")
+    demo.add_argument("--out", default="runs/demo", help="run directory")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        # `alignlab data` alone prints that group's help rather than a traceback.
+        chosen = {"data": "data", "config": "config"}.get(args.command or "")
+        sub = parser._subparsers._group_actions[0].choices.get(chosen) if chosen else None  # type: ignore[union-attr]
+        (sub or parser).print_help()
+        return 0 if args.command is None else 2
+    console = Console()
+    try:
+        return handler(args, console)
+    except AlignlabError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
