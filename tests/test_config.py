@@ -251,7 +251,7 @@ def test_missing_file(tmp_path: Path) -> None:
         ("train.epochs=0", "config key 'train.epochs' must be positive"),
         ("train.warmup_ratio=1", "config key 'train.warmup_ratio' must be in [0, 1), got 1.0"),
         ("train.warmup_ratio=-0.1", "config key 'train.warmup_ratio' must be in [0, 1)"),
-        ("tokenize.max_length=0", "config key 'tokenize.max_length' must be at least 1"),
+        ("tokenize.max_length=0", "config key 'tokenize.max_length' must be a positive integer or null"),
         (
             "tokenize.max_prompt_length=1024",
             "config key 'tokenize.max_prompt_length' (1024) must be less than max_length (1024)",

@@ -20,7 +20,9 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from alignlab.errors import ConfigError
+from alignlab.data.load import LoadOptions
+from alignlab.data.tokenize import TokenizeOptions
+from alignlab.errors import ConfigError, ConfigValueError, require
 from alignlab.registry import suggest
 
 C = TypeVar("C")
@@ -58,64 +60,18 @@ def _parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: as safe as safe_load
 
 
-class _InvalidValue(ConfigError):
-    """A value of the right type that cannot work; carries the key so callers can prefix a path."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"config key '{key}' {problem}")
-
-
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise _InvalidValue(key, problem)
-
-
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the training data comes from and how its columns map to alignlab's fields."""
+class DataConfig(LoadOptions):
+    """Where the training data comes from; how it is read is :class:`LoadOptions`, inherited."""
 
     path: str | None = None
     """Training data: a file (.jsonl, .json, .parquet, .csv), a directory, or a hub dataset id."""
-    format: str = "auto"
-    """Name of a registered data format; "auto" detects it from the columns."""
-    mapping: dict[str, str] = field(default_factory=dict)
-    """Column renames, target field -> source column, e.g. {chosen: response_a}."""
-    split: str = "train"
-    """Split to read when the data is a hub dataset or a dataset directory."""
-    on_error: Literal["raise", "skip"] = "raise"
-    """A bad row: "raise" stops with file, line and field; "skip" drops it and counts the cause."""
     eval_path: str | None = None
     """Held-out evaluation data in the same format as `path`; none means no evaluation set."""
 
 
-@dataclass(frozen=True)
-class TokenizeConfig:
-    """How records become token ids: length limits and the chat template."""
-
-    max_length: int | None = 1024
-    """Longest prompt plus completion, in tokens; none means no limit."""
-    max_prompt_length: int | None = None
-    """Longest prompt, in tokens; none means bounded only by max_length."""
-    max_completion_length: int | None = None
-    """Longest completion, in tokens; none means bounded only by max_length."""
-    completion_overflow: Literal["truncate", "drop"] = "truncate"
-    """A completion over its limit: "truncate" cuts it, "drop" drops the record."""
-    chat_template: str | None = None
-    """A Jinja chat template replacing the tokenizer's own; none keeps the tokenizer's."""
-
-    def __post_init__(self) -> None:
-        for key in ("max_length", "max_prompt_length", "max_completion_length"):
-            value = getattr(self, key)
-            _require(value is None or value >= 1, key, f"must be at least 1 or null, got {value}")
-        if self.max_length is not None and self.max_prompt_length is not None:
-            _require(
-                self.max_prompt_length < self.max_length,
-                "max_prompt_length",
-                f"({self.max_prompt_length}) must be less than max_length ({self.max_length}), "
-                "or no room is left for the completion",
-            )
+TokenizeConfig = TokenizeOptions
+"""The ``tokenize`` section is the tokenizer's own options class: one definition, one set of checks."""
 
 
 @dataclass(frozen=True)
@@ -162,12 +118,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("lr", "epochs"):
             value = getattr(self, key)
-            _require(math.isfinite(value) and value > 0, key, f"must be positive, got {value}")
+            require(math.isfinite(value) and value > 0, key, f"must be positive, got {value}")
         for key in ("batch_size", "grad_accum", "max_steps"):
             value = getattr(self, key)
-            _require(value is None or value >= 1, key, f"must be at least 1, got {value}")
+            require(value is None or value >= 1, key, f"must be at least 1, got {value}")
         ratio = self.warmup_ratio
-        _require(0 <= ratio < 1, "warmup_ratio", f"must be in [0, 1), got {ratio}")
+        require(0 <= ratio < 1, "warmup_ratio", f"must be in [0, 1), got {ratio}")
 
 
 @dataclass(frozen=True)
@@ -206,7 +162,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], path: str = "") -> C:
     values = {key: _convert(hints[key], value, prefix + key) for key, value in data.items()}
     try:
         return cls(**values)
-    except _InvalidValue as error:  # __post_init__ knows the field, not where its section sits
+    except ConfigValueError as error:  # __post_init__ knows the field, not where its section sits
         raise ConfigError(f"config key '{prefix}{error.key}' {error.problem}") from None
 
 

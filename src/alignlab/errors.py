@@ -26,6 +26,16 @@ class FieldError(AlignlabError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+def describe_location(file: str | None, line: int | None = None, row: int | None = None) -> str:
+    """``a.jsonl:3``, ``a.json:17 (row 4)`` or ``a.parquet: row 4``."""
+    place = file or "<data>"
+    if line is not None:
+        place += f":{line}"
+    if row is not None:
+        place += f" (row {row})" if line is not None else f": row {row}"
+    return place
+
+
 class DataError(AlignlabError):
     """A bad row or file, located as precisely as the source allows (file, line or row, field)."""
 
@@ -51,17 +61,9 @@ class DataError(AlignlabError):
 
     @property
     def where(self) -> str:
-        """``file:line`` (or ``file:row N`` where the source has no lines), then the field."""
-        parts = []
-        place = self.file or "<data>"
-        if self.line is not None:
-            place += f":{self.line}"
-        if self.row is not None:
-            place += f" (row {self.row})" if self.line is not None else f": row {self.row}"
-        parts.append(place)
-        if self.field:
-            parts.append(f"field '{self.field}'")
-        return ", ".join(parts)
+        """``file:line`` (or ``file: row N`` where the source has no lines), then the field."""
+        place = describe_location(self.file, self.line, self.row)
+        return f"{place}, field '{self.field}'" if self.field else place
 
     def _render(self) -> str:
         text = f"{self.where}: {self.message}"
@@ -72,6 +74,24 @@ class DataError(AlignlabError):
 
 class ConfigError(AlignlabError):
     """An invalid configuration: unknown key, wrong type, or options that cannot work together."""
+
+
+class ConfigValueError(ConfigError):
+    """A value of the right type that cannot work, raised by an options class's own checks.
+
+    It carries the bare key, so that the config loader can prefix the section ("tokenize.").
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config key '{key}' {problem}")
+
+
+def require(ok: bool, key: str, problem: str) -> None:
+    """Raise :class:`ConfigValueError` for ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigValueError(key, problem)
 
 
 class TokenizationError(AlignlabError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alignlab.data.load import MAX_EXAMPLES, LoadOptions, LoadReport, load_records
+from alignlab.data.readers import Location
 from alignlab.data.records import PreferencePair, Record, is_chat
 from alignlab.errors import DataError
 
@@ -72,7 +73,7 @@ def check_data(
         report.findings.append(Finding(f"error: {reason}", count, "rows skipped", result.report.examples[reason]))
     for reason, count in sorted(result.report.warnings.items()):
         report.findings.append(Finding(reason, count, "rows kept", result.report.examples[reason]))
-    report.findings.extend(_duplicates(records))
+    report.findings.extend(_duplicates(records, result.locations))
     if tokenizer is not None:
         report.length_unit = "tokens"
         report.findings.extend(_tokenizer_findings(records, tokenizer, max_length, report))
@@ -99,7 +100,7 @@ def _normalise(text: Any) -> str:
     return re.sub(r"\W+", " ", _flatten(text).lower()).strip()
 
 
-def _duplicates(records: Sequence[Record]) -> list[Finding]:
+def _duplicates(records: Sequence[Record], locations: Sequence[Location]) -> list[Finding]:
     """Pairs that occur twice, and pairs whose two responses differ only in case/punctuation."""
     seen: Counter = Counter()
     near: list[str] = []
@@ -109,7 +110,8 @@ def _duplicates(records: Sequence[Record]) -> list[Finding]:
         key = (_normalise(record.prompt), _normalise(record.chosen), _normalise(record.rejected))
         seen[key] += 1
         if key[1] == key[2] and record.chosen != record.rejected:
-            near.append(f"record {index}: {_flatten(record.chosen)[:60]!r}")
+            near.append(f"{locations[index]}: {_flatten(record.chosen)[:60]!r} vs "
+                        f"{_flatten(record.rejected)[:60]!r}")
     repeats = sum(count - 1 for count in seen.values() if count > 1)
     return [
         Finding("duplicate pairs", repeats, "same prompt, chosen and rejected (ignoring case and punctuation)"),

@@ -73,19 +73,23 @@ def format_names() -> list[str]:
 
 def detect_format(row: Mapping[str, Any]) -> Any:
     """The registry entry of the first (most specific) format whose columns the row has."""
-    if not isinstance(row, Mapping):
-        raise FieldError(None, f"a row must be an object, got {type(row).__name__}", "", "row not an object")
     keys = set(row)
-    for entry in sorted(FORMATS.entries(), key=lambda e: e.contract["priority"]):
+    ordered = sorted(FORMATS.entries(), key=lambda e: e.contract["priority"])
+    for entry in ordered:
         if set(entry.contract["columns"]) <= keys and entry.contract["accepts"](row):
             return entry
-    raise FieldError(
-        None,
-        f"unrecognised columns {sorted(keys)}",
-        "rename columns with a mapping, e.g. --map prompt=question chosen=response_a rejected=response_b"
-        f"; known formats: {', '.join(format_names())}",
-        "unknown format",
-    )
+    mapping_hint = "rename columns with a mapping, e.g. --map chosen=response_a rejected=response_b"
+    # A near miss (most of one format's columns) is a missing field, not an unknown format.
+    overlap = {e.name: len(set(e.contract["columns"]) & keys) for e in ordered}
+    best = max(overlap.values(), default=0)
+    near = [e for e in ordered if overlap[e.name] == best and best >= 2]
+    if near:
+        columns = near[0].contract["columns"]
+        missing = [c for c in columns if c not in keys]
+        raise FieldError(missing[0], f"missing field (format {near[0].name!r} needs {', '.join(columns)})",
+                         mapping_hint, "missing field")
+    raise FieldError(None, f"unrecognised columns {sorted(keys)}",
+                     f"{mapping_hint}; known formats: {', '.join(format_names())}", "unknown format")
 
 
 def _always(row: Mapping[str, Any]) -> bool:
@@ -164,12 +168,20 @@ def finegrained(row: Mapping[str, Any], source: str) -> Converted:
     return out
 
 
-def finegrained_ranked(row: Mapping[str, Any], source: str) -> RankedResponses:
-    """The same row as one ranked record: each prediction scored by its pairwise wins (Copeland)."""
-    pairs = [r for r in finegrained(row, source) if isinstance(r, PreferencePair)]
-    predictions = [row[f"prediction {i}"] for i in range(1, 5)]
-    scores = [float(sum(p.chosen == text for p in pairs)) for text in predictions]
-    return RankedResponses(row["question"], tuple(predictions), scores=tuple(scores), source=source)
+def finegrained_ranked(row: Mapping[str, Any], source: str) -> Converted:
+    """The same row as one ranked record: each prediction scored by its pairwise wins (Copeland).
+
+    A question whose six votes are all "no preference" ranks nothing and is dropped (counted).
+    """
+    finegrained(row, source)  # validates the row
+    wins = [0.0] * 4
+    for (a, b), vote in zip(FINEGRAINED_ORDER, row["preference"], strict=True):
+        if vote:
+            wins[(a if vote == 1 else b) - 1] += 1
+    if not any(row["preference"]):
+        return [Drop("no preference")]
+    predictions = tuple(row[f"prediction {i}"] for i in range(1, 5))
+    return [RankedResponses(row["question"], predictions, scores=tuple(wins), source=source)]
 
 
 def _between(text: str, start: str, end: str, name: str) -> str:

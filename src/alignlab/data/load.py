@@ -37,7 +37,7 @@ MAX_EXAMPLES = 5
 class LoadOptions:
     format: str = "auto"
     """A format name from ``alignlab data formats``, or "auto" to detect it from the columns."""
-    mapping: Mapping[str, str] = field(default_factory=dict)
+    mapping: dict[str, str] = field(default_factory=dict)
     """Column renames, target field → source column (``{"chosen": "response_a"}``)."""
     on_error: Literal["raise", "skip"] = "raise"
     """Stop at the first bad row, or skip bad rows and count them by reason."""
@@ -86,6 +86,8 @@ class LoadReport:
 class LoadResult:
     records: list[Record]
     report: LoadReport
+    locations: list[Location] = field(default_factory=list)
+    """Where each record came from (parallel to ``records``), for messages about it later."""
 
 
 def load_records(source: str | Path, options: LoadOptions | None = None, **overrides: Any) -> LoadResult:
@@ -95,10 +97,9 @@ def load_records(source: str | Path, options: LoadOptions | None = None, **overr
         options = LoadOptions(**{**options.__dict__, **overrides})
     _check_options(options)
     report = LoadReport(str(source))
-    records = list(_records(_sources(source), options, report))
-    records = _convert_kind(records, options.kind, report)
-    report.records = len(records)
-    return LoadResult(records, report)
+    located = _convert_kind(list(_records(_sources(source), options, report)), options.kind, report)
+    report.records = len(located)
+    return LoadResult([record for _, record in located], report, [where for where, _ in located])
 
 
 def _check_options(options: LoadOptions) -> None:
@@ -126,7 +127,9 @@ def detect_file_kind_safe(path: Path) -> str | None:
         return None
 
 
-def _records(files: list[str], options: LoadOptions, report: LoadReport) -> Iterator[Record]:
+def _records(
+    files: list[str], options: LoadOptions, report: LoadReport
+) -> Iterator[tuple[Location, Record]]:
     for file in files:
         source_name = Path(file).name.split(".")[0] if Path(file).exists() else file
         for where, row in read_rows(file, split=options.split):
@@ -134,7 +137,8 @@ def _records(files: list[str], options: LoadOptions, report: LoadReport) -> Iter
             try:
                 if isinstance(row, DataError):
                     raise row
-                yield from _convert_row(where, row, options, report, source_name)
+                for record in _convert_row(where, row, options, report, source_name):
+                    yield where, record
             except DataError as error:
                 if options.on_error == "raise":
                     raise
@@ -145,13 +149,17 @@ def _convert_row(
     where: Location, row: Any, options: LoadOptions, report: LoadReport, source_name: str
 ) -> Iterator[Record]:
     try:
+        if not isinstance(row, Mapping):
+            raise FieldError(None, f"a row must be an object, got {type(row).__name__}",
+                             "each row is one JSON object (or one CSV line) with named fields",
+                             "row not an object")
         row = _apply_mapping(row, options.mapping)
         entry = detect_format(row) if options.format == "auto" else FORMATS.get(options.format)
         missing = [c for c in entry.contract["columns"] if c not in row]
         if missing:
             raise FieldError(missing[0], f"missing field (format {entry.name!r})", "", "missing field")
         if options.kind == "ranked" and entry.name == "finegrained":
-            converted: list[Any] = [finegrained_ranked(row, source_name)]
+            converted: list[Any] = finegrained_ranked(row, source_name)
         else:
             converted = entry.obj(row, source_name)
         used = _used_columns(entry, options.mapping)
@@ -238,18 +246,20 @@ def _is_empty(text: Any) -> bool:
     return not str(text).strip()
 
 
-def _convert_kind(records: list[Record], kind: str | None, report: LoadReport) -> list[Record]:
+def _convert_kind(
+    located: list[tuple[Location, Record]], kind: str | None, report: LoadReport
+) -> list[tuple[Location, Record]]:
     if kind is None:
-        return records
+        return located
     target = RECORD_KINDS[kind]
-    out: list[Record] = []
-    for record in records:
+    out: list[tuple[Location, Record]] = []
+    for where, record in located:
         if isinstance(record, target):
-            out.append(record)
+            out.append((where, record))
         elif kind == "paired" and isinstance(record, RankedResponses):
-            out.extend(ranked_to_pairs(record))
+            out.extend((where, pair) for pair in ranked_to_pairs(record))
         elif kind == "unpaired" and isinstance(record, PreferencePair):
-            out.extend(pairs_to_feedback([record]))
+            out.extend((where, item) for item in pairs_to_feedback([record]))
         else:
             raise DataError(
                 f"cannot turn {type(record).__name__} records into {kind!r} records",

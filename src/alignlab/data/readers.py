@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignlab.errors import DataError
+from alignlab.errors import DataError, describe_location
 
 FILE_KINDS = ("jsonl", "json", "csv", "parquet", "datasets", "hub")
 
@@ -31,7 +31,7 @@ class Location:
     row: int | None = None
 
     def __str__(self) -> str:
-        return DataError("", file=self.file, line=self.line, row=self.row).where
+        return describe_location(self.file, self.line, self.row)
 
     def error(self, message: str, field: str | None = None, hint: str = "", reason: str = "") -> DataError:
         return DataError(
@@ -66,10 +66,12 @@ def detect_file_kind(path: str | Path) -> str:
     if not p.exists():
         if "/" in str(path) and not str(path).startswith((".", "/")) and not ext:
             return "hub"
-        raise DataError("file not found", file=str(path), hint="check the path (relative paths start from the current directory)")
+        raise DataError("file not found", file=str(path), reason="file not found",
+                        hint="check the path (relative paths start from the current directory)")
     raise DataError(
         f"unknown file type {ext or '(no suffix)'!r}",
         file=str(path),
+        reason="unknown file type",
         hint=f"use one of .jsonl, .json, .csv, .parquet (optionally .gz), or pass kind= one of {FILE_KINDS}",
     )
 
@@ -100,14 +102,15 @@ def _open_bytes(path: str) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
-        raise DataError("file not found", file=path, hint="check the path") from None
+        raise DataError("file not found", file=path, hint="check the path", reason="file not found") from None
     except OSError as exc:
-        raise DataError(f"cannot read file: {exc.strerror}", file=path) from None
+        raise DataError(f"cannot read file: {exc.strerror}", file=path, reason="unreadable file") from None
     if path.endswith(".gz"):
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
-            raise DataError(f"not a valid gzip file ({exc})", file=path, hint="decompress it or fix the suffix") from None
+            raise DataError(f"not a valid gzip file ({exc})", file=path, reason="not gzip",
+                            hint="decompress it or fix the suffix") from None
     return data
 
 
@@ -157,91 +160,148 @@ def _read_jsonl(path: str) -> Iterator[Row]:
 def _read_json(path: str) -> Iterator[Row]:
     """A JSON array of objects (or ``{"data": [...]}``); each row located by its starting line."""
     text = _decode_text(_open_bytes(path), path)
-    decoder = json.JSONDecoder()
     try:
-        document, _ = decoder.raw_decode(text, _skip_space(text, 0))
+        rows, lines = _json_rows(text)
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno, reason="malformed JSON",
-            hint="check the file with `python -m json.tool FILE`",
+            f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno,
+            reason="malformed JSON", hint="check the file with `python -m json.tool FILE`",
         ) from None
-    if isinstance(document, dict):
-        lists = [key for key, value in document.items() if isinstance(value, list)]
-        if len(lists) != 1:
-            raise DataError(
-                "expected a JSON array of rows (or an object holding exactly one array)",
-                file=path,
-                hint="for one row per line use .jsonl",
-            )
-        document = document[lists[0]]
-    elif not isinstance(document, list):
-        raise DataError(f"expected a JSON array of rows, got {type(document).__name__}", file=path)
-    for index, (row, line) in enumerate(zip(document, _element_lines(text), strict=False)):
+    except ValueError as exc:
+        raise DataError(str(exc), file=path, reason="not an array of rows",
+                        hint="a .json file holds an array of objects; for one row per line use .jsonl") from None
+    for index, (row, line) in enumerate(zip(rows, lines, strict=True)):
         yield Location(path, line=line, row=index), row
 
 
-def _skip_space(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
+class _Cursor:
+    """A position in JSON text that knows its line number (counted incrementally)."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line, self._counted = text, 0, 1, 0
+
+    def skip_space(self) -> str:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+            self.pos += 1
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def line_here(self) -> int:
+        self.line += self.text.count("\n", self._counted, self.pos)
+        self._counted = self.pos
+        return self.line
+
+    def value(self) -> Any:
+        value, self.pos = _DECODER.raw_decode(self.text, self.pos)
+        return value
+
+    def expect(self, closing: str) -> bool:
+        """After a member: True at the closing bracket (consumed), False after a comma."""
+        char = self.skip_space()
+        self.pos += 1
+        if char == closing:
+            return True
+        if char != ",":
+            raise json.JSONDecodeError(f"Expecting ',' or '{closing}'", self.text, self.pos - 1)
+        return False
 
 
-def _element_lines(text: str) -> Iterator[int | None]:
-    """Line numbers where each element of the (first) top-level array starts; None once unsure."""
-    decoder = json.JSONDecoder()
-    pos = text.find("[")
-    if pos < 0:
-        return
-    pos += 1
-    line, counted = 1 + text.count("\n", 0, pos), pos
+_DECODER = json.JSONDecoder()
+
+
+def _json_rows(text: str) -> tuple[list[Any], list[int]]:
+    """The rows of a top-level array (or of the one array inside a top-level object) and the
+    line where each row starts. Parses the document once, element by element."""
+    cursor = _Cursor(text)
+    first = cursor.skip_space()
+    if first == "[":
+        rows, lines = _json_array(cursor)
+    elif first == "{":
+        arrays: list[tuple[list[Any], list[int]]] = []
+        cursor.pos += 1
+        closed = cursor.skip_space() == "}"
+        cursor.pos += int(closed)
+        while not closed:
+            cursor.skip_space()
+            cursor.value()  # the key
+            if cursor.skip_space() != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, cursor.pos)
+            cursor.pos += 1
+            if cursor.skip_space() == "[":
+                arrays.append(_json_array(cursor))
+            else:
+                cursor.value()
+            closed = cursor.expect("}")
+        if len(arrays) != 1:
+            raise ValueError("expected a JSON array of rows, or an object holding exactly one array")
+        rows, lines = arrays[0]
+    else:
+        document = cursor.value()
+        raise ValueError(f"expected a JSON array of rows, got {type(document).__name__}")
+    if cursor.skip_space():
+        raise json.JSONDecodeError("Extra data", text, cursor.pos)
+    return rows, lines
+
+
+def _json_array(cursor: _Cursor) -> tuple[list[Any], list[int]]:
+    rows, lines = [], []
+    cursor.pos += 1  # "["
+    if cursor.skip_space() == "]":
+        cursor.pos += 1
+        return rows, lines
     while True:
-        pos = _skip_space(text, pos)
-        if pos >= len(text) or text[pos] == "]":
-            return
-        line += text.count("\n", counted, pos)
-        counted = pos
-        yield line
-        try:
-            _, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            while True:
-                yield None
-        pos = _skip_space(text, pos)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
+        cursor.skip_space()
+        lines.append(cursor.line_here())
+        rows.append(cursor.value())
+        if cursor.expect("]"):
+            return rows, lines
 
 
 def _read_csv(path: str) -> Iterator[Row]:
     text = _decode_text(_open_bytes(path), path)
     dialect = csv.excel_tab if ".tsv" in Path(path).suffixes else csv.excel
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    if not reader.fieldnames:
-        raise DataError("empty CSV file (no header row)", file=path, hint="the first line must name the columns")
-    start = 2  # first data row starts after the header; multi-line cells make line_num jump
-    for index, row in enumerate(reader):
+    reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
+    header = next(reader, None)
+    if not header:
+        raise DataError("empty CSV file (no header row)", file=path, reason="empty file",
+                        hint="the first line must name the columns")
+    index, start = 0, reader.line_num + 1
+    for cells in reader:
         where = Location(path, line=start, row=index)
-        start = reader.line_num + 1
-        if None in row:
+        start = reader.line_num + 1  # a quoted cell may span lines: the next row starts after it
+        if not cells:
+            continue  # a blank line
+        index += 1
+        if len(cells) > len(header):
             yield where, where.error(
-                f"row has {len(reader.fieldnames) + len(row[None])} cells but the header names {len(reader.fieldnames)}",
+                f"row has {len(cells)} cells but the header names {len(header)}",
                 hint="quote cells that contain the delimiter",
                 reason="malformed CSV",
             )
             continue
-        yield where, {key: _csv_cell(value) for key, value in row.items()}
+        row = {name: _csv_cell(name, value) for name, value in zip(header, cells, strict=False)}
+        yield where, row  # missing trailing cells stay absent: reported as missing fields
 
 
-def _csv_cell(value: str | None) -> Any:
-    """CSV has only strings: read JSON message lists (chat data) back as lists, the rest as is."""
-    if value is None:
-        return None
+NUMBER_COLUMNS = frozenset({"margin", "rater_share", "score"})
+"""CSV has only text; these columns hold numbers in every format alignlab reads."""
+
+
+def _csv_cell(column: str, value: str) -> Any:
+    """CSV has only text: numbers in number columns, JSON lists (chats, scores) back as lists."""
     stripped = value.strip()
-    if stripped.startswith("[{") and stripped.endswith("}]"):
+    if column in NUMBER_COLUMNS:
+        if not stripped:
+            return None  # an empty optional cell
+        try:
+            return float(stripped)
+        except ValueError:
+            return value  # left as text: the record names the field and says a number is needed
+    if stripped.startswith("[") and stripped.endswith("]"):
         try:
             parsed = json.loads(stripped)
         except json.JSONDecodeError:
             return value
-        if all(isinstance(m, dict) and "role" in m for m in parsed):
+        if isinstance(parsed, list) and parsed and all(isinstance(x, dict | int | float | str) for x in parsed):
             return parsed
     return value
 
@@ -269,8 +329,9 @@ def _read_datasets_dir(path: str, split: str) -> Iterator[Row]:
                 f"split {split!r} not in the dataset", file=path, hint=f"choose split= one of {sorted(loaded)}"
             )
         loaded = loaded[split]
+        path = f"{path}[{split}]"
     for index, row in enumerate(loaded):
-        yield Location(f"{path}[{split}]", row=index), row
+        yield Location(path, row=index), row
 
 
 def _read_hub(name: str, split: str) -> Iterator[Row]:
