@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignlab.data.load import MAX_EXAMPLES, LoadOptions, LoadReport, load_records
+from alignlab.data.load import MAX_EXAMPLES, LoadOptions, LoadReport, load_records, with_options
 from alignlab.data.readers import Location
 from alignlab.data.records import PreferencePair, Record, is_chat
 from alignlab.errors import DataError
@@ -60,7 +60,7 @@ def check_data(
     options = options or LoadOptions()
     # The doctor reads everything it can: bad rows and identical pairs are counted, not fatal.
     identical = "skip" if options.identical_pairs in ("auto", "error") else options.identical_pairs
-    options = LoadOptions(**{**options.__dict__, "on_error": "skip", "identical_pairs": identical})
+    options = with_options(options, on_error="skip", identical_pairs=identical)
     report = DoctorReport(source)
     try:
         result = load_records(source, options)

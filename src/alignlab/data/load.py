@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +26,8 @@ from alignlab.data.records import (
     pairs_to_feedback,
     ranked_to_pairs,
 )
-from alignlab.errors import DataError, FieldError
-from alignlab.registry import FORMATS
+from alignlab.errors import ConfigError, DataError, FieldError
+from alignlab.registry import FORMATS, suggest
 
 Policy = Literal["error", "skip", "keep"]
 MAX_EXAMPLES = 5
@@ -94,12 +94,21 @@ def load_records(source: str | Path, options: LoadOptions | None = None, **overr
     """Read a file, a folder of files, a saved dataset or a hub id into validated records."""
     options = options or LoadOptions()
     if overrides:
-        options = LoadOptions(**{**options.__dict__, **overrides})
+        options = with_options(options, **overrides)
     _check_options(options)
     report = LoadReport(str(source))
     located = _convert_kind(list(_records(_sources(source), options, report)), options.kind, report)
     report.records = len(located)
     return LoadResult([record for _, record in located], report, [where for where, _ in located])
+
+
+def with_options(options: LoadOptions, **changes: Any) -> LoadOptions:
+    """A copy of ``options`` with some fields changed; an unknown field name is a ConfigError."""
+    names = [f.name for f in fields(options)]
+    for key in changes:
+        if key not in names:
+            raise ConfigError(f"unknown load option {key!r}.{suggest(key, names)} Options: {', '.join(names)}")
+    return replace(options, **changes)
 
 
 def _check_options(options: LoadOptions) -> None:
