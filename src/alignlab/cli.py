@@ -71,12 +71,13 @@ def cmd_data_convert(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_data_formats(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from alignlab.data import formats  # noqa: F401  (registers the adapters)
     from alignlab.registry import FORMATS
 
-    table = Table("format", "columns", "records", "published", "what")
+    table = Table("columns", "records", "published", "what")
+    table.columns.insert(0, Column("format", no_wrap=True))  # the name users type: never cut
     for entry in sorted(FORMATS.entries(), key=lambda e: e.contract["priority"]):
         doc = (entry.obj.__doc__ or "").strip().splitlines()[0]
         table.add_row(entry.name, ", ".join(entry.contract["columns"]), entry.contract["kind"],

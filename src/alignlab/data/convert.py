@@ -21,10 +21,14 @@ def to_row(record: Record) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for f in fields(record):
         value = getattr(record, f.name)
-        if value is None:
+        if value is None and f.name not in ALWAYS_WRITTEN:
             continue
         row[f.name] = _plain(value)
     return row
+
+
+ALWAYS_WRITTEN = frozenset({"judgment"})
+"""Optional fields that the generic format needs as a column even when null (no judgment)."""
 
 
 def _plain(value: Any) -> Any:
@@ -46,8 +50,15 @@ def write_jsonl(records: Iterable[Record], path: str | Path) -> int:
             for record in records:
                 out.write(json.dumps(to_row(record), ensure_ascii=False) + "\n")
                 count += 1
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; a data file is shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return count
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

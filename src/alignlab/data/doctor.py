@@ -17,7 +17,7 @@ from typing import Any
 
 from alignlab.data.load import MAX_EXAMPLES, LoadOptions, LoadReport, load_records, with_options
 from alignlab.data.readers import Location
-from alignlab.data.records import PreferencePair, Record, is_chat
+from alignlab.data.records import Judged, PreferencePair, RankedResponses, Record, is_chat
 from alignlab.errors import DataError
 
 LENGTH_BIAS_THRESHOLD = 0.10
@@ -97,7 +97,9 @@ def _flatten(text: Any) -> str:
 
 
 def _normalise(text: Any) -> str:
-    return re.sub(r"\W+", " ", _flatten(text).lower()).strip()
+    flat = _flatten(text)
+    # Punctuation-only texts ("^^" vs "^") would all normalise to "": keep them as they are.
+    return re.sub(r"\W+", " ", flat.lower()).strip() or flat.strip()
 
 
 def _duplicates(records: Sequence[Record], locations: Sequence[Location]) -> list[Finding]:
@@ -157,14 +159,15 @@ def _completion_ids(item: Any) -> list[tuple[str, Sequence[int]]]:
 def _length_table(records: Sequence[Record], measure: Any) -> dict[str, dict[str, float]]:
     columns: dict[str, list[int]] = {"prompt": [], "chosen/completion": [], "rejected": []}
     for record in records:
-        columns["prompt"].append(measure(getattr(record, "prompt", None) or record.instruction))
+        columns["prompt"].append(measure(record.instruction if isinstance(record, Judged) else record.prompt))
         if isinstance(record, PreferencePair):
             columns["chosen/completion"].append(measure(record.chosen))
             columns["rejected"].append(measure(record.rejected))
+        elif isinstance(record, RankedResponses):
+            columns["chosen/completion"].extend(measure(text) for text in record.responses)
         else:
-            for text in getattr(record, "responses", None) or (getattr(record, "completion", None)
-                                                                or record.response,):
-                columns["chosen/completion"].append(measure(text))
+            columns["chosen/completion"].append(measure(record.response if isinstance(record, Judged)
+                                                        else record.completion))
     return {name: _summary(values) for name, values in columns.items() if values}
 
 

@@ -41,7 +41,10 @@ def render(report: DoctorReport, console: Console) -> None:
         console.print(f"length bias: chosen longer in {bias['chosen_longer']:.1%} of pairs "
                       f"(mean chosen − rejected: {bias['mean_difference']:+.1f} {report.length_unit})")
 
-    table = Table("finding", "count", "detail", title="findings", title_justify="left")
+    table = Table(title="findings", title_justify="left")
+    table.add_column("finding", no_wrap=True)
+    table.add_column("count", justify="right")
+    table.add_column("detail")
     for finding in report.findings:
         style = "yellow" if finding.count else "green"
         table.add_row(escape(finding.name), f"[{style}]{finding.count}[/]", escape(finding.detail))
@@ -56,8 +59,13 @@ def render(report: DoctorReport, console: Console) -> None:
 
 
 def to_json(report: DoctorReport) -> dict[str, Any]:
+    """Plain JSON data (``asdict`` alone would rebuild each Counter from its item pairs)."""
     data = asdict(report)
     if report.load is not None:
-        data["load"]["ignored_columns"] = sorted(report.load.ignored_columns)
+        load = report.load
+        data["load"] = {**{k: v for k, v in data["load"].items()},
+                        "formats": dict(load.formats), "dropped": dict(load.dropped),
+                        "skipped": dict(load.skipped), "warnings": dict(load.warnings),
+                        "ignored_columns": sorted(load.ignored_columns)}
     data["exit_code"] = report.exit_code
     return data

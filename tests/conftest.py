@@ -1,0 +1,34 @@
+"""Shared fixtures: one byte-level BPE tokenizer (ChatML, adds BOS, EOS ``<|im_end|>``) per session.
+
+The corpus is lower-case English only, so no merge involves an upper-case letter: a text such as
+``"KKK"`` is exactly three tokens, which lets tests state token counts as plain numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alignlab.models.tokenizers import train_bpe_tokenizer
+
+CORPUS = [
+    "what is the capital of france? paris is the capital of france.",
+    "question: what is two plus two? answer: four.",
+    "the quick brown fox jumps over the lazy dog.",
+    "user assistant system: answer briefly and honestly.",
+]
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer() -> Any:
+    return train_bpe_tokenizer(CORPUS * 10, vocab_size=400, min_frequency=1)
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir(bpe_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tokenizer saved to a folder, as ``--tokenizer`` and ``AutoTokenizer`` read it."""
+    path = tmp_path_factory.mktemp("bpe_tokenizer")
+    bpe_tokenizer.save_pretrained(path)
+    return path
