@@ -32,13 +32,16 @@ def field_error(build: Any) -> FieldError:
 # ---- chat normalisation ----------------------------------------------------------------------
 
 
-def test_chat_lists_become_tuples_of_plain_dicts() -> None:
+def test_chat_lists_become_tuples_of_frozen_dicts() -> None:
     message = MappingProxyType({"role": "user", "content": "Capital of France?", "name": "x"})
     pair = PreferencePair([message], [{"role": "assistant", "content": "Paris."}], "Lyon.")
-    assert pair.prompt == (USER,)
-    assert type(pair.prompt) is tuple and type(pair.prompt[0]) is dict  # extra keys dropped
+    assert pair.prompt == ({**USER, "name": "x"},)  # extra keys are kept, not silently dropped
+    assert type(pair.prompt) is tuple and isinstance(pair.prompt[0], dict)
     assert pair.chosen == ({"role": "assistant", "content": "Paris."},)
     assert type(pair.chosen) is tuple
+    with pytest.raises(TypeError, match="immutable"):
+        pair.prompt[0]["content"] = "changed"
+    assert hash(pair) == hash(PreferencePair([dict(message)], "Paris.", "Lyon."))
 
 
 def test_string_completion_of_a_chat_prompt_becomes_an_assistant_message() -> None:

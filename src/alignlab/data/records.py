@@ -8,6 +8,7 @@ themselves when built and raise :class:`FieldError` naming the field; loaders ad
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,24 @@ Chat = tuple[Message, ...]
 Text = str | Chat
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+class FrozenMessage(dict):
+    """A chat message that cannot change and can be hashed, so records stay truly frozen.
+
+    A dict subclass, so chat templates, ``json.dumps`` and ``dict(m)`` treat it as a dict.
+    """
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("chat messages of a record are immutable; build a new record instead")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _immutable  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True, default=str))
+
+    def __reduce__(self) -> Any:  # pickling (datasets, multiprocessing) rebuilds through dict
+        return (FrozenMessage, (dict(self),))
 
 
 def is_chat(text: Any) -> bool:
@@ -64,7 +83,7 @@ def check_chat(name: str, value: Sequence[Any]) -> Chat:
                 "multimodal content lists are not supported; give the text",
                 "mistyped field",
             )
-        messages.append({"role": role, "content": content})
+        messages.append(FrozenMessage(message))  # extra keys (name, tool_calls) are kept
     return tuple(messages)
 
 
@@ -107,7 +126,7 @@ def check_completion(name: str, value: Any, prompt: Text) -> Text:
     """A completion matches its prompt's form: a chat prompt takes assistant messages."""
     text = check_text(name, value, allow_empty=True)
     if is_chat(prompt) and isinstance(text, str):
-        return ({"role": "assistant", "content": text},)
+        return (FrozenMessage(role="assistant", content=text),)
     if isinstance(prompt, str) and is_chat(text):
         raise FieldError(
             name,
