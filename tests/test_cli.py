@@ -194,3 +194,29 @@ def test_convert_of_an_unreadable_row_returns_2(tmp_path: Path, capsys: pytest.C
     assert main(["data", "convert", str(source), str(output), "--on-error", "skip"]) == 0
     assert "skipped: malformed JSON: 1" in capsys.readouterr().out
     assert len(load_records(output).records) == 3
+
+
+def test_losses_list_and_show(capsys: pytest.CaptureFixture) -> None:
+    from alignlab.losses import LOSSES
+
+    assert main(["losses", "list"]) == 0
+    listing = capsys.readouterr().out
+    for entry in LOSSES.entries():
+        assert entry.name in listing
+    assert main(["losses", "show", "ipo"]) == 0
+    shown = capsys.readouterr().out
+    assert "Azar et al. 2023" in shown and "Eq. 17" in shown and "beta=0.1" in shown
+    assert main(["losses", "show", "dpoo"]) == 2
+    assert "Did you mean 'dpo'?" in capsys.readouterr().err
+
+
+def test_config_show_checks_loss_hyperparameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  loss: dpo\n  loss_kwargs: {beta: 0.2}\n", encoding="utf-8")
+    assert main(["config", "show", str(config)]) == 0
+    assert "beta: 0.2" in capsys.readouterr().out
+    assert main(["config", "show", str(config), "train.loss_kwargs.bta=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown hyperparameter 'bta' for loss 'dpo'" in err and "Did you mean 'beta'?" in err
+    assert main(["config", "show", str(config), "train.loss=ipo", "train.loss_kwargs.label_smoothing=0.1"]) == 2
+    assert "label_smoothing" in capsys.readouterr().err

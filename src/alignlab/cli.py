@@ -87,10 +87,45 @@ def cmd_data_formats(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace, console: Console) -> int:
-    from alignlab.config import dump_yaml, load_config
+    from alignlab.config import check_run_config, dump_yaml, load_config
 
     config = load_config(args.config, args.overrides)
+    check_run_config(config)
     console.print(dump_yaml(config), markup=False, highlight=False)
+    return 0
+
+
+def cmd_losses_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Column, Table
+
+    from alignlab.losses import LOSSES
+
+    table = Table("data", "logps", "ref", "verified", "source (paper, equation)",
+                  title="registered losses (`alignlab losses show NAME` for one)", title_justify="left")
+    table.columns.insert(0, Column("loss", no_wrap=True))
+    for entry in LOSSES.entries():
+        c = entry.contract
+        short = c["paper"].split(",")[0]  # "Rafailov et al. 2023"; `show` gives the full reference
+        table.add_row(entry.name, c["data"], c["logps"], "yes" if c["needs_ref"] else "",
+                      "yes" if c["verified"] else "[yellow]no[/]", escape(f"{short}; {c['equation']}"))
+    console.print(table)
+    return 0
+
+
+def cmd_losses_show(args: argparse.Namespace, console: Console) -> int:
+    import inspect
+
+    from alignlab.losses import get_loss
+
+    entry = get_loss(args.name)
+    c = entry.contract
+    console.print(f"[bold]{entry.name}[/]  {escape(c['paper'])}, {escape(c['equation'])}")
+    console.print(f"data: {c['data']}   log-probs: {c['logps']}   needs reference: {c['needs_ref']}   "
+                  f"verified: {c['verified']}")
+    console.print(f"inputs: {', '.join(c['inputs'])}")
+    hyper = ", ".join(f"{h.name}={h.default!r}" for h in c["hyperparameters"]) or "none"
+    console.print(f"hyperparameters: {escape(hyper)}\n")
+    console.print(inspect.getdoc(entry.obj) or "", markup=False, highlight=False)
     return 0
 
 
@@ -136,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
     show.set_defaults(handler=cmd_config_show)
 
+    losses = commands.add_parser("losses", help="list the registered losses and their contracts")
+    losses_commands = losses.add_subparsers(dest="losses_command", metavar="SUBCOMMAND")
+    losses_commands.add_parser("list", help="a table of every loss").set_defaults(handler=cmd_losses_list)
+    show_loss = losses_commands.add_parser("show", help="one loss: contract and docstring")
+    show_loss.add_argument("name")
+    show_loss.set_defaults(handler=cmd_losses_show)
+
     demo = commands.add_parser("demo", help="the end-to-end demo on embedded data (no downloads)")
     demo.add_argument("--out", default="runs/demo", help="run directory")
     demo.set_defaults(handler=cmd_demo)
@@ -148,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         # `alignlab data` alone prints that group's help rather than a traceback.
-        chosen = {"data": "data", "config": "config"}.get(args.command or "")
+        chosen = {"data": "data", "config": "config", "losses": "losses"}.get(args.command or "")
         sub = parser._subparsers._group_actions[0].choices.get(chosen) if chosen else None  # type: ignore[union-attr]
         (sub or parser).print_help()
         return 0 if args.command is None else 2

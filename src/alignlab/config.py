@@ -140,6 +140,20 @@ class RunConfig:
     """Objective and optimization schedule."""
 
 
+def check_run_config(config: RunConfig) -> None:
+    """Checks that need the registries: the loss exists and its hyperparameters are its own.
+
+    Run before any training starts, so a typo fails in a second, not after the model loads.
+    """
+    from alignlab.losses.contract import check_loss_kwargs, get_loss
+
+    try:
+        get_loss(config.train.loss)
+        check_loss_kwargs(config.train.loss, config.train.loss_kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"train.loss / train.loss_kwargs: {error}") from None
+
+
 def from_dict(cls: type[C], data: Mapping[str, Any], path: str = "") -> C:
     """Build the (nested) frozen dataclass ``cls`` from plain data, checking every key and type.
 
