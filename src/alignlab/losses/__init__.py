@@ -5,7 +5,7 @@ Example: ``from alignlab.losses import get_loss; loss_fn = get_loss("dpo").obj``
 Importing this package imports each loss module, which registers its losses in ``LOSSES``.
 """
 
-from alignlab.losses import dpo, dpo_variants  # noqa: F401
+from alignlab.losses import dpo, dpo_variants, reference_free, sft  # noqa: F401
 from alignlab.losses.contract import INPUTS, LossOutput, check_loss_kwargs, get_loss, register_loss
 from alignlab.registry import LOSSES
 
