@@ -14,11 +14,13 @@ from alignlab.losses.contract import LossOutput, register_loss
 
 
 @register_loss("nll", needs_ref=False, logps="token", data="sft",
-               paper="maximum likelihood (the SFT stage of Ouyang et al. 2022, Training language models "
-                     "to follow instructions with human feedback, arXiv 2203.02155)",
+               paper="Ouyang et al. 2022, Training language models to follow instructions with human "
+                     "feedback, arXiv 2203.02155 (maximum likelihood, its SFT stage)",
                equation="token-mean cross-entropy")
 def nll(policy_tokens: torch.Tensor, mask: torch.Tensor) -> LossOutput:
-    """Per-example token-mean NLL: L = −Σ_t m_t log pθ(y_t | x, y_<t) / Σ_t m_t.
+    """Per-example token-mean NLL, the SFT stage of Ouyang et al. 2022:
+
+    L = −Σ_t m_t log pθ(y_t | x, y_<t) / Σ_t m_t.
 
     Completion tokens only (``mask``); values off the mask are ignored. Each example is its own
     token mean, so the trainer's batch mean weighs examples equally (TRL's SFT divides by all tokens
@@ -51,7 +53,9 @@ def poft(policy: torch.Tensor, aligned_scores: torch.Tensor) -> LossOutput:
                      "Models, arXiv 2210.01504; Yao et al. 2023, Large Language Model Unlearning, "
                      "arXiv 2310.10683", equation="negated NLL on the forget set (Yao et al.'s forget term)")
 def gradient_ascent(policy: torch.Tensor) -> LossOutput:
-    """Gradient ascent on the forget set: L = +A(y) = −NLL(y), A the token-mean log-prob.
+    """Gradient ascent on the forget set (Jang et al. 2023; Yao et al. 2023):
+
+    L = +A(y) = −NLL(y), A the token-mean log-prob.
 
     Minimising it raises the NLL of the forget set, without bound. Only the forget term: Yao et
     al.'s full objective also has a random-completion term and a KL term on normal data, which a
