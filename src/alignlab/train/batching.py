@@ -1,0 +1,122 @@
+"""Tokenized records into padded tensors, and a resumable, shardable order of examples.
+
+Example: ``batch = collate_sequences([(prompt_ids, completion_ids), ...], pad_id=0)``
+
+Every sequence is prompt + completion, right-padded; ``completion_mask`` marks the completion
+tokens (what log-probs are summed over). Paired data puts all chosen sequences first, then all
+rejected ones, so one forward pass serves both halves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from alignlab.data.tokenize import TokenizedCompletion, TokenizedPair, TokenizedRanked
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """N sequences, right-padded to the longest (L)."""
+
+    input_ids: Tensor  # (N, L)
+    attention_mask: Tensor  # (N, L) bool
+    completion_mask: Tensor  # (N, L) bool
+    token_weights: Tensor | None = None  # (N, L), 1 where a record gave no weights
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        moved = [None if t is None else t.to(device) for t in
+                 (self.input_ids, self.attention_mask, self.completion_mask, self.token_weights)]
+        return SequenceBatch(*moved)  # type: ignore[arg-type]
+
+    @property
+    def tokens(self) -> int:
+        """Real (non-padding) tokens: the throughput unit."""
+        return int(self.attention_mask.sum())
+
+
+def collate_sequences(
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    pad_id: int,
+    weights: Sequence[Sequence[float] | None] | None = None,
+) -> SequenceBatch:
+    """Right-pad ``(prompt_ids, completion_ids)`` sequences into one batch."""
+    length = max(len(p) + len(c) for p, c in pairs)
+    n = len(pairs)
+    input_ids = torch.full((n, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, length), dtype=torch.bool)
+    completion = torch.zeros((n, length), dtype=torch.bool)
+    token_weights = torch.ones((n, length)) if weights is not None and any(w is not None for w in weights) else None
+    for i, (prompt, reply) in enumerate(pairs):
+        if not prompt:
+            raise ValueError("a sequence needs at least one prompt token (BOS) to predict its first completion token")
+        end = len(prompt) + len(reply)
+        input_ids[i, :end] = torch.tensor([*prompt, *reply], dtype=torch.long)
+        attention[i, :end] = True
+        completion[i, len(prompt):end] = True
+        if token_weights is not None and weights[i] is not None:  # type: ignore[index]
+            token_weights[i, len(prompt):end] = torch.tensor(weights[i], dtype=torch.float32)  # type: ignore[index]
+    return SequenceBatch(input_ids, attention, completion, token_weights)
+
+
+def collate_pairs(items: Sequence[TokenizedPair], pad_id: int) -> SequenceBatch:
+    """2B sequences: chosen of every pair, then rejected of every pair."""
+    sequences = [(i.prompt_ids, i.chosen_ids) for i in items] + [(i.prompt_ids, i.rejected_ids) for i in items]
+    weights = [i.chosen_weights for i in items] + [i.rejected_weights for i in items]
+    return collate_sequences(sequences, pad_id, weights)
+
+
+def collate_completions(items: Sequence[TokenizedCompletion], pad_id: int, mismatched: bool = False) -> SequenceBatch:
+    """B sequences; with ``mismatched``, B more that pair each prompt with the previous item's
+    completion (KTO's KL estimate, as TRL: item j gets the completion of item j−1)."""
+    sequences = [(i.prompt_ids, i.completion_ids) for i in items]
+    if mismatched:
+        sequences += [(items[j].prompt_ids, items[j - 1].completion_ids) for j in range(len(items))]
+    return collate_sequences(sequences, pad_id)
+
+
+def collate_ranked(items: Sequence[TokenizedRanked], pad_id: int) -> tuple[SequenceBatch, Tensor]:
+    """B·K sequences in row-major order (example, response) and the (B, K) presence mask; missing
+    responses of shorter lists are one-token placeholders, masked out of the loss."""
+    k = max(len(i.responses_ids) for i in items)
+    sequences, present = [], torch.zeros(len(items), k, dtype=torch.bool)
+    for row, item in enumerate(items):
+        for j in range(k):
+            if j < len(item.responses_ids):
+                sequences.append((item.prompt_ids, item.responses_ids[j]))
+                present[row, j] = True
+            else:
+                sequences.append((item.prompt_ids, item.prompt_ids[-1:]))
+    return collate_sequences(sequences, pad_id), present
+
+
+@dataclass
+class ExampleOrder:
+    """Which examples each step reads: a seeded permutation per epoch, sharded by rank.
+
+    The position (epoch, batches consumed) is all a checkpoint needs to resume the data exactly,
+    with no sampler state to pickle.
+    """
+
+    size: int
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    drop_last: bool = False
+
+    def batches_per_epoch(self) -> int:
+        global_batch = self.batch_size * self.world_size
+        full, rest = divmod(self.size, global_batch)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def batch(self, epoch: int, index: int) -> list[int]:
+        """Example indices of this rank's ``index``-th batch of ``epoch``."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=generator)
+        global_batch = self.batch_size * self.world_size
+        window = order[index * global_batch: (index + 1) * global_batch]
+        return window[self.rank::self.world_size].tolist()

@@ -1,0 +1,64 @@
+"""Run a causal LM on a sequence batch and return completion log-probs, never full logits.
+
+Example: ``lp = sequence_logps(model, batch); lp.sum, lp.mean, lp.tokens``
+
+The backbone gives hidden states; :func:`alignlab.logprobs.completion_logps` applies the output
+layer to completion positions only, in chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from alignlab.logprobs import LogProbs, completion_logps
+from alignlab.train.batching import SequenceBatch
+
+
+def split_model(model: Any) -> tuple[nn.Module, nn.Module]:
+    """(backbone, output layer) of a Hugging Face causal LM, PEFT-wrapped or not.
+
+    Calling the backbone of a PEFT model still runs its LoRA layers (they are injected in place),
+    and ``disable_adapter()`` still switches them off.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "module", base)  # DistributedDataParallel
+    head = base.get_output_embeddings()
+    backbone = getattr(base, base.base_model_prefix, None)
+    if head is None or backbone is None:
+        raise TypeError(f"{type(base).__name__} is not a causal LM with an output layer and a backbone")
+    return backbone, head
+
+
+class CompletionLogps(nn.Module):
+    """A causal LM as a module whose forward returns completion log-probs.
+
+    Wrapping this (not the LM) in DistributedDataParallel keeps gradient synchronisation intact:
+    DDP only sees a forward that goes through its own ``forward``.
+    """
+
+    def __init__(self, model: Any, chunk_size: int = 1024) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(self, batch: SequenceBatch) -> LogProbs:
+        backbone, head = split_model(self.model)
+        # position_ids follow from the right padding; the attention mask hides the pads.
+        hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
+                          use_cache=False).last_hidden_state  # (N, L, H)
+        return completion_logps(hidden, head, batch.input_ids, batch.completion_mask,
+                                chunk_size=self.chunk_size, token_weights=batch.token_weights)
+
+
+def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024) -> LogProbs:
+    """Completion log-probs of every sequence of ``batch`` (right-padded)."""
+    return CompletionLogps(model, chunk_size)(batch)
+
+
+@torch.no_grad()
+def reference_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024) -> LogProbs:
+    """The same without gradients, for a frozen reference (callers set eval mode)."""
+    return sequence_logps(model, batch, chunk_size)
