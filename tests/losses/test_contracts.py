@@ -69,7 +69,20 @@ def make_inputs(entry, extreme: float | None = None, dtype=torch.float64, seed: 
         else:  # rewards and logits: any real number
             shape = (B, S) if name == "step_logits" else (B,)
             made[name] = uniform(shape, -3.0, 3.0) if extreme is None else torch.full(shape, extreme, dtype=dtype)
+    if "misalign_tokens" in made and "policy_tokens" in made:
+        # CUT switches formula at ratio = λ (1.1): keep every token's ratio e^±1 well away from it,
+        # so bf16 rounding cannot move a token across (a knife edge, not an error).
+        signs = torch.where(torch.rand(B, T, generator=g) > 0.5, 1.0, -1.0).to(dtype)
+        made["misalign_tokens"] = (made["policy_tokens"] + signs) * mask
+        if extreme is not None:
+            made["misalign_tokens"] = made["policy_tokens"] * 0.5
     return made
+
+
+def trainable(entry) -> list[str]:
+    """The inputs a model would produce with gradients: policy log-probs, rewards, logits."""
+    return [n for n in entry.contract["inputs"]
+            if n.startswith("policy") or n.endswith("_rewards") or n == "step_logits"]
 
 
 def run(entry, inputs):
@@ -102,8 +115,7 @@ def test_per_example_losses_and_detached_metrics(entry):
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_gradients_flow_to_the_policy(entry):
     inputs = make_inputs(entry)
-    policy = [n for n in entry.contract["inputs"] if n.startswith("policy") or n.endswith("_rewards")
-              or n == "step_logits"]
+    policy = trainable(entry)
     for name in policy:
         inputs[name] = inputs[name].clone().requires_grad_(True)
     losses, _ = run(entry, inputs)
@@ -117,12 +129,12 @@ def test_gradients_flow_to_the_policy(entry):
 @pytest.mark.parametrize("extreme", [1e4])
 def test_finite_at_extreme_log_probs(entry, extreme):
     inputs = make_inputs(entry, extreme=extreme)
-    for name in [n for n in entry.contract["inputs"] if n.startswith("policy")]:
+    for name in trainable(entry):
         inputs[name] = inputs[name].clone().requires_grad_(True)
     losses, _ = run(entry, inputs)
     assert bool(torch.isfinite(losses).all()), f"{entry.name} not finite at log-probs of -{extreme}"
     losses.sum().backward()
-    for name in [n for n in entry.contract["inputs"] if n.startswith("policy")]:
+    for name in trainable(entry):
         if inputs[name].grad is not None:
             assert bool(torch.isfinite(inputs[name].grad).all())
 
@@ -144,7 +156,11 @@ def test_reference_changes_the_loss(entry):
     base, _ = run(entry, inputs)
     for name in [n for n in entry.contract["inputs"] if n.startswith("ref") or n == "kl_ref"]:
         moved = dict(inputs)
-        moved[name] = inputs[name] - 0.7 * (inputs[name] != 0)
+        # One entry only (example 0, or response 0 of ranked data): shifting a whole ranked row
+        # by a constant is an exact invariance of listwise losses, as a shared shift is for DPO.
+        moved[name] = inputs[name].clone()
+        # KTO's z0 = max(0, mean(kl_policy − kl_ref)) is clamped: move it well past 0.
+        moved[name][..., 0] -= 1000.0 if name == "kl_ref" else 0.7
         changed, _ = run(entry, moved)
         assert not torch.allclose(changed, base), f"{entry.name} ignores {name}"
 

@@ -5,7 +5,16 @@ Example: ``from alignlab.losses import get_loss; loss_fn = get_loss("dpo").obj``
 Importing this package imports each loss module, which registers its losses in ``LOSSES``.
 """
 
-from alignlab.losses import dpo, dpo_variants, reference_free, sft  # noqa: F401
+from alignlab.losses import (  # noqa: F401  (each module registers its losses)
+    dpo,
+    dpo_variants,
+    judged,
+    ranked,
+    reference_free,
+    reward,
+    sft,
+    unpaired,
+)
 from alignlab.losses.contract import INPUTS, LossOutput, check_loss_kwargs, get_loss, register_loss
 from alignlab.registry import LOSSES
 
