@@ -177,3 +177,11 @@ def test_every_loss_has_a_closed_form_test():
 def test_registry_is_not_empty():
     assert len(LOSSES) >= 7
     assert math.isfinite(len(INPUTS))
+
+
+def test_every_loss_is_in_the_paper_index():
+    from pathlib import Path
+
+    index = (Path(__file__).resolve().parents[2] / "docs" / "losses.md").read_text(encoding="utf-8")
+    missing = [e.name for e in ENTRIES if f"`{e.name}`" not in index]
+    assert not missing, f"add these losses to docs/losses.md: {missing}"
