@@ -113,6 +113,11 @@ class ExampleOrder:
         full, rest = divmod(self.size, global_batch)
         return full if self.drop_last or rest == 0 else full + 1
 
+    def global_count(self, epoch: int, index: int) -> int:
+        """Examples of the ``index``-th batch of ``epoch`` over all ranks."""
+        global_batch = self.batch_size * self.world_size
+        return max(0, min(global_batch, self.size - index * global_batch))
+
     def batch(self, epoch: int, index: int) -> list[int]:
         """Example indices of this rank's ``index``-th batch of ``epoch``."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

@@ -1,0 +1,246 @@
+"""The one training loop: accumulation, precision, clipping, schedule, guards, eval, checkpoints.
+
+Example: ``Trainer(settings, params, step, order, run_dir).fit()``
+
+A step function computes per-example losses for a list of example indices; the loop owns every
+reduction. The loss of an optimizer step is the sum of per-example losses over all its
+micro-batches (and ranks) divided by their number of examples, so batch 8 × 1 equals 2 × 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from alignlab.config import TrainConfig
+from alignlab.errors import AlignlabError
+from alignlab.train.batching import ExampleOrder
+from alignlab.train.checkpoint import (
+    TrainingState,
+    capture_rng,
+    load_latest,
+    restore_rng,
+    save_checkpoint,
+)
+
+
+class NonFiniteError(AlignlabError):
+    """A NaN or infinite loss or gradient stopped the run."""
+
+
+@dataclass
+class StepResult:
+    """What a step function returns for one micro-batch."""
+
+    loss_sum: torch.Tensor
+    """Sum of the per-example losses (scalar, with gradient)."""
+    examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Sums over the micro-batch's examples (the loop divides by the step's example count)."""
+    tokens: int = 0
+    loss_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The loss's own detached per-example metrics, for a loss state (BCO's running mean)."""
+
+
+StepFn = Callable[[list[int]], StepResult]
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at optimizer step ``s`` (0-based)."""
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class Trainer:
+    def __init__(
+        self,
+        settings: TrainConfig,
+        model: torch.nn.Module,
+        step: StepFn,
+        order: ExampleOrder,
+        run_dir: Path,
+        *,
+        loss_state: Any = None,
+        evaluate: Callable[[], dict[str, float]] | None = None,
+        console: Console | None = None,
+        rank: int = 0,
+    ) -> None:
+        self.settings, self.model, self.step_fn, self.order = settings, model, step, order
+        self.run_dir, self.loss_state, self.evaluate = Path(run_dir), loss_state, evaluate
+        self.console, self.rank = console or Console(), rank
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise AlignlabError("the model has no trainable parameters")
+        self.names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        per_epoch = order.batches_per_epoch()
+        self.total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
+        warmup = int(settings.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(settings.schedule, warmup, self.total_steps))
+        self.step, self.micro_batches, self.counters = 0, 0, {"skipped_nonfinite": 0, "tokens": 0}
+        self.checkpoints = self.run_dir / "checkpoints"
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, float]:
+        self._resume()
+        last: dict[str, float] = {}
+        device = next(iter(self.params)).device
+        with self._progress() as progress:
+            task = progress.add_task("training", total=self.total_steps, completed=self.step, loss=float("nan"), speed=0.0)
+            while self.step < self.total_steps:
+                started = time.perf_counter()
+                last = self._optimizer_step(device)
+                self.step += 1
+                elapsed = time.perf_counter() - started
+                last.update(step=self.step, lr=self.scheduler.get_last_lr()[0], seconds=elapsed)
+                last["tokens_per_second"] = last.get("tokens", 0) / max(elapsed, 1e-9)
+                progress.update(task, advance=1, loss=last.get("loss", float("nan")), speed=last["tokens_per_second"])
+                if self.step % self.settings.log_every == 0 or self.step == self.total_steps:
+                    self._log({"split": "train", **last})
+                if self.evaluate and self.settings.eval_every and self.step % self.settings.eval_every == 0:
+                    self._log({"split": "eval", "step": self.step, **self.evaluate()})
+                if self.settings.save_every and self.step % self.settings.save_every == 0:
+                    self._save()
+        if not (self.settings.save_every and self.step % self.settings.save_every == 0):
+            self._save()
+        return last
+
+    def _micro_batches(self) -> Iterator[tuple[list[int], int]]:
+        """This step's micro-batches (example indices on this rank) and the step's global count."""
+        per_epoch = self.order.batches_per_epoch()
+        windows = []
+        for m in range(self.micro_batches, self.micro_batches + self.settings.grad_accum):
+            epoch, index = divmod(m, per_epoch)
+            windows.append((self.order.batch(epoch, index), self.order.global_count(epoch, index)))
+        total = sum(count for _, count in windows)
+        for indices, _ in windows:
+            yield indices, total
+
+    def _optimizer_step(self, device: torch.device) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        raw: dict[str, list[torch.Tensor]] = {}
+        loss_total, tokens, examples = 0.0, 0, 0
+        windows = list(self._micro_batches())
+        for k, (indices, total) in enumerate(windows):
+            sync = k == len(windows) - 1
+            with self._no_sync(not sync), self._autocast(device):
+                result = self.step_fn(indices)
+            # DDP averages gradients over ranks; scaling by world size turns that into the global sum.
+            scaled = result.loss_sum * (self.order.world_size / total)
+            if not torch.isfinite(result.loss_sum):
+                return self._nonfinite("loss", result)
+            scaled.backward()
+            loss_total += float(result.loss_sum.detach())
+            tokens += result.tokens
+            examples += result.examples
+            for name, value in result.metrics.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            for name, value in result.loss_metrics.items():
+                raw.setdefault(name, []).append(value.reshape(-1))
+        self.micro_batches += len(windows)
+        grad_norm = self._clip()
+        if not math.isfinite(grad_norm):
+            return self._nonfinite("gradient", None)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.loss_state is not None:  # after the optimizer step, as BCO's δ (never in eval)
+            self.loss_state.update({name: torch.cat(parts) for name, parts in raw.items()})
+        self.counters["tokens"] += tokens
+        count = max(examples, 1)
+        return {"loss": loss_total / count, "grad_norm": grad_norm, "tokens": tokens,
+                **{name: value / count for name, value in sums.items()}}
+
+    def _clip(self) -> float:
+        limit = self.settings.max_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(self.params, limit if limit is not None else float("inf"))
+        return float(norm)
+
+    def _nonfinite(self, what: str, result: StepResult | None) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.settings.on_nonfinite == "stop":
+            raise NonFiniteError(
+                f"non-finite {what} at step {self.step + 1}; the run stopped and its last checkpoint "
+                f"(if any) is in {self.checkpoints}\n  hint: lower the learning rate, use fp32, check "
+                "the data with `alignlab data check`, or set train.on_nonfinite=skip to skip such steps")
+        self.micro_batches += self.settings.grad_accum
+        self.counters["skipped_nonfinite"] += 1
+        return {"loss": float("nan"), "skipped_nonfinite": self.counters["skipped_nonfinite"]}
+
+    # ---- context -------------------------------------------------------------------------------
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.settings.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager:
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if skip and no_sync is not None else contextlib.nullcontext()
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} tok/s"),
+                        TimeRemainingColumn(), console=self.console, disable=self.rank != 0, transient=False)
+
+    # ---- persistence ---------------------------------------------------------------------------
+
+    def _log(self, record: Mapping[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({k: v for k, v in record.items()}) + "\n")
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {self.names[id(p)]: p.detach() for p in self.params}
+
+    def _save(self) -> None:
+        if self.rank != 0:
+            return
+        state = TrainingState(
+            step=self.step, micro_batches=self.micro_batches, weights=self.trainable_state(),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            loss_state=self.loss_state.state_dict() if self.loss_state is not None else {},
+            rng=capture_rng(), counters=dict(self.counters))
+        save_checkpoint(self.checkpoints, state)
+
+    def _resume(self) -> None:
+        state = load_latest(self.checkpoints)
+        if state is None:
+            return
+        by_name = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        missing = sorted(set(by_name) - set(state.weights))
+        if missing:
+            raise AlignlabError(f"checkpoint lacks trainable weights {missing[:3]}...\n  hint: it belongs "
+                                "to another model or LoRA setting; use another output_dir")
+        with torch.no_grad():
+            for name, param in by_name.items():
+                param.copy_(state.weights[name])
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        if self.loss_state is not None and state.loss_state:
+            self.loss_state.load_state_dict(state.loss_state)
+        restore_rng(state.rng)
+        self.step, self.micro_batches, self.counters = state.step, state.micro_batches, dict(state.counters)
+        self.console.print(f"resumed from step {self.step} ({self.checkpoints})")
