@@ -88,7 +88,7 @@ def completion_logps(
             pieces.append(_chunk_logps(head, h, y))
     logps = torch.cat(pieces)  # (N,)
     tokens = logps.new_zeros(batch * length).index_copy(0, flat + 1, logps).view(batch, length)
-    return _reduce(tokens, mask, token_weights)
+    return reduce_token_logps(tokens, mask, token_weights)
 
 
 def logps_from_logits(
@@ -106,7 +106,7 @@ def logps_from_logits(
     # where, not a product: a fully masked padding row may hold NaN logits.
     logp = torch.where(shifted, logp.squeeze(-1), 0.0)  # (B, L-1)
     tokens = F.pad(logp, (1, 0))  # (B, L): position 0 never holds a completion token
-    return _reduce(tokens, mask, token_weights)
+    return reduce_token_logps(tokens, mask, token_weights)
 
 
 def completion_mask_from_lengths(
@@ -158,7 +158,12 @@ def _chunk_logps(head: Callable, hidden: Tensor, targets: Tensor) -> Tensor:
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - logits.logsumexp(-1)  # (c,)
 
 
-def _reduce(tokens: Tensor, mask: Tensor, token_weights: Tensor | None) -> LogProbs:
+def reduce_token_logps(tokens: Tensor, mask: Tensor, token_weights: Tensor | None) -> LogProbs:
+    """A :class:`LogProbs` from per-token log-probs ``tokens`` (B, L), 0 off ``mask`` (B, L) bool.
+
+    The reduction every path shares (chunked head, full logits, cached reference): sum, mean over
+    the completion tokens, and with ``token_weights`` (B, L) the weighted sum and mean.
+    """
     counts = mask.sum(-1).float()  # (B,)
     total = tokens.sum(-1)
     weighted_sum = weighted_mean = None

@@ -6,7 +6,7 @@ Run: ``PYTHONPATH=src .venv/bin/pytest tests/data/test_tokenize.py``
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -360,6 +360,9 @@ TEXT = st.text(
 @settings(max_examples=300, deadline=None)
 @given(prompt=TEXT, completion=TEXT)
 def test_property_byte_level_roundtrip_exact(bpe, prompt, completion):
+    # Literal special-token strings in the text are data findings with their own tests
+    # (Hypothesis mines string constants from the source, so it does try them).
+    assume(not any(token in prompt + completion for token in SPECIAL))
     enc = RecordTokenizer(bpe, TokenizeOptions(max_length=None)).encode(prompt, completion)
     assert list(enc.prompt_ids) == ids(bpe, prompt)
     assert bpe.decode(enc.prompt_ids + enc.completion_ids) == prompt + completion + "<|im_end|>"
@@ -371,6 +374,7 @@ def test_property_byte_level_roundtrip_exact(bpe, prompt, completion):
 @settings(max_examples=200, deadline=None)
 @given(prompt=TEXT, completion=TEXT)
 def test_property_metaspace_boundary(spm, prompt, completion):
+    assume(not any(token in prompt + completion for token in SPECIAL))
     enc = RecordTokenizer(spm, TokenizeOptions(max_length=None)).encode(prompt, completion)
     joint = spm.decode(ids(spm, prompt + completion))
     added = 0 if ids(spm, prompt)[:1] == [spm.bos_token_id] else 1  # text already starting with BOS
