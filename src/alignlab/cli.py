@@ -129,6 +129,22 @@ def cmd_losses_show(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.config import load_config
+    from alignlab.train.run import run_training
+
+    run_training(load_config(args.config, args.overrides), console)
+    return 0
+
+
+def cmd_init_tiny_model(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.models.tiny import init_tiny_model
+
+    path = init_tiny_model(args.dir, seed=args.seed)
+    console.print(f"tiny Llama-style model and tokenizer written to {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from alignlab.demo import run_demo
 
@@ -177,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     show_loss = losses_commands.add_parser("show", help="one loss: contract and docstring")
     show_loss.add_argument("name")
     show_loss.set_defaults(handler=cmd_losses_show)
+
+    train = commands.add_parser("train", help="train a model as a YAML config says (resumes a run)")
+    train.add_argument("config", help="YAML config (see examples/)")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
+    train.set_defaults(handler=cmd_train)
+
+    tiny = commands.add_parser("init-tiny-model", help="write a tiny random Llama-style model + tokenizer")
+    tiny.add_argument("dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=cmd_init_tiny_model)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on embedded data (no downloads)")
     demo.add_argument("--out", default="runs/demo", help="run directory")

@@ -62,3 +62,16 @@ def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024) -> 
 def reference_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024) -> LogProbs:
     """The same without gradients, for a frozen reference (callers set eval mode)."""
     return sequence_logps(model, batch, chunk_size)
+
+
+class RewardScores(nn.Module):
+    """A reward model as a module mapping a SequenceBatch to rewards (N,) (DDP-wrappable)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        from alignlab.models import reward_scores
+
+        return reward_scores(self.model, batch.input_ids, batch.attention_mask.long())

@@ -116,9 +116,9 @@ class Trainer:
                 last["tokens_per_second"] = last.get("tokens", 0) / max(elapsed, 1e-9)
                 progress.update(task, advance=1, loss=last.get("loss", float("nan")), speed=last["tokens_per_second"])
                 if self.step % self.settings.log_every == 0 or self.step == self.total_steps:
-                    self._log({"split": "train", **last})
+                    self.log({"split": "train", **last})
                 if self.evaluate and self.settings.eval_every and self.step % self.settings.eval_every == 0:
-                    self._log({"split": "eval", "step": self.step, **self.evaluate()})
+                    self.log({"split": "eval", "step": self.step, **self.evaluate()})
                 if self.settings.save_every and self.step % self.settings.save_every == 0:
                     self._save()
         if not (self.settings.save_every and self.step % self.settings.save_every == 0):
@@ -205,7 +205,7 @@ class Trainer:
 
     # ---- persistence ---------------------------------------------------------------------------
 
-    def _log(self, record: Mapping[str, Any]) -> None:
+    def log(self, record: Mapping[str, Any]) -> None:
         if self.rank != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)

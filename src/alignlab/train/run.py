@@ -1,0 +1,248 @@
+"""`alignlab train`: a config in, a run directory out (config, metrics, checkpoints, final model).
+
+Example: ``run_training(load_config("examples/dpo.yaml"))``
+
+This module wires the pieces: data → tokens → model and reference → step → loop → saved model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from alignlab.config import RunConfig, check_run_config, dump_yaml, to_dict
+from alignlab.data.load import load_records, with_options
+from alignlab.data.tokenize import RecordTokenizer
+from alignlab.errors import ConfigError
+from alignlab.losses.contract import get_loss
+from alignlab.train.batching import ExampleOrder, collate_completions, collate_pairs
+from alignlab.train.forward import CompletionLogps, RewardScores
+from alignlab.train.loop import Trainer
+from alignlab.train.steps import make_step
+
+RECORD_KIND_OF = {"paired": "paired", "unpaired": "unpaired", "sft": "sft", "ranked": "ranked",
+                  "reward": "paired"}
+
+
+def resolve_reference_mode(config: RunConfig) -> str:
+    """The reference mode "auto" stands for, and a check that the choice can work."""
+    entry = get_loss(config.train.loss)
+    mode = config.train.reference
+    if not entry.contract["needs_ref"]:
+        if mode not in ("auto", "none"):
+            raise ConfigError(f"train.reference={mode!r} but loss {entry.name!r} uses no reference: "
+                              "remove the option (it would be silently ignored)")
+        return "none"
+    if mode == "auto":
+        return "adapters" if config.model.lora.enabled else "copy"
+    if mode == "none":
+        raise ConfigError(f"loss {entry.name!r} needs a reference model; train.reference cannot be none")
+    if mode == "adapters" and not config.model.lora.enabled:
+        raise ConfigError("train.reference=adapters needs model.lora.enabled=true (the reference is the "
+                          "policy with its LoRA adapters switched off)")
+    return mode
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_training(config: RunConfig, console: Console | None = None) -> Path:
+    """Train as ``config`` says; resume from the run directory's last checkpoint if there is one."""
+    from alignlab.models import load_policy, load_reward_model, load_tokenizer, save_final
+
+    console = console or Console()
+    check_run_config(config)
+    mode = resolve_reference_mode(config)
+    entry = get_loss(config.train.loss)
+    if config.data.path is None:
+        raise ConfigError("data.path is not set\n  hint: give a data file, e.g. data.path=pairs.jsonl")
+    if config.model.name_or_path is None:
+        raise ConfigError("model.name_or_path is not set\n  hint: e.g. model.name_or_path=./tiny "
+                          "(make one with `alignlab init-tiny-model ./tiny`)")
+    rank, world = _distributed()
+    run_dir = Path(config.train.output_dir)
+    _write_config(run_dir, config, rank)
+    seed_everything(config.train.seed)
+    device = pick_device(config.train.device) if world == 1 else _rank_device(config.train.device, rank)
+
+    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
+                               trust_remote_code=config.model.trust_remote_code)
+    items = _tokenized(config, config.data.path, entry, tokenizer, console)
+    eval_items = _tokenized(config, config.data.eval_path, entry, tokenizer, console) if config.data.eval_path else []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    if entry.contract["data"] == "reward":
+        model = load_reward_model(config.model, device, tokenizer)
+        policy: torch.nn.Module = RewardScores(model)
+    else:
+        model = load_policy(config.model, device)
+        policy = CompletionLogps(model, config.train.chunk_size)
+    model.train()
+    reference = _reference(mode, config, model, tokenizer, items, eval_items, pad_id, device)
+    forward = policy
+    if world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
+    state = entry.contract["state"]() if entry.contract["state"] is not None else None
+    kwargs = dict(config.train.loss_kwargs)
+    step = make_step(entry, kwargs, items, forward, reference, pad_id, state)
+    order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world)
+    evaluate = None
+    if eval_items:
+        eval_step = make_step(entry, kwargs, eval_items, policy, reference, pad_id, state)
+        evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
+    trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, evaluate=evaluate,
+                      console=console, rank=rank)
+    last = trainer.fit()
+    final = evaluate() if evaluate else {}
+    if final and rank == 0:
+        trainer.log({"split": "eval", "step": trainer.step, "final": True, **final})
+    if rank == 0:
+        save_final(model, tokenizer, run_dir / "model", merge_lora=config.model.lora.merge_on_save)
+        summary = {"loss": config.train.loss, "reference": mode, "steps": trainer.step,
+                   "examples": len(items), "last_train": last, "final_eval": final,
+                   "skipped_nonfinite": trainer.counters["skipped_nonfinite"]}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
+        console.print(f"done: {trainer.step} steps; model in {run_dir / 'model'}; metrics in {run_dir / 'metrics.jsonl'}")
+    return run_dir
+
+
+def _tokenized(config: RunConfig, path: str, entry: Any, tokenizer: Any, console: Console) -> list[Any]:
+    data_kind = entry.contract["data"]
+    kind = RECORD_KIND_OF.get(data_kind)
+    if kind is None:
+        raise ConfigError(f"loss {entry.name!r} trains on {data_kind!r} data, which `alignlab train` "
+                          "does not run yet")
+    options = with_options(config.data, kind=config.data.kind or kind)
+    result = load_records(path, options)
+    wrong = {type(r).__name__ for r in result.records} - {_record_class(kind)}
+    if wrong:
+        raise ConfigError(f"loss {entry.name!r} needs {kind} records but {path} holds {sorted(wrong)}\n"
+                          "  hint: set data.kind (paired→unpaired splits pairs into thumbs up/down)")
+    encoded = RecordTokenizer(tokenizer, config.tokenize).map(result.records)
+    dropped = {k: v for k, v in encoded.stats.items() if k.startswith("dropped") and v}
+    console.print(f"{path}: {len(encoded.items)} examples tokenized"
+                  + (f"; dropped {dropped}" if dropped else ""))
+    if not encoded.items:
+        raise ConfigError(f"{path}: no examples left after tokenization\n  hint: raise tokenize.max_length")
+    return encoded.items
+
+
+def _record_class(kind: str) -> str:
+    from alignlab.data.records import RECORD_KINDS
+
+    return RECORD_KINDS[kind].__name__
+
+
+def _reference(mode, config, model, tokenizer, items, eval_items, pad_id, device):
+    """A function (batch, keys) → reference LogProbs, or None. Built before any training step,
+    so every mode (and the cache fingerprint) describes the untrained reference."""
+    from alignlab.models import frozen_copy
+    from alignlab.models.reference import AdapterReference, CachedReference, CopyReference
+
+    chunk, precision = config.train.chunk_size, config.train.precision
+    if mode == "none":
+        return None
+    lora = config.model.lora.enabled
+    source = AdapterReference(model, chunk, precision=precision) if lora else \
+        CopyReference(frozen_copy(model), chunk, copy=False, precision=precision)
+    if mode in ("adapters", "copy"):
+        return source.logps
+    return CachedReference(_cache(config, source, model, tokenizer, items + eval_items, pad_id)).logps
+
+
+def _cache(config, source, model, tokenizer, items, pad_id):
+    """Load or build the persistent reference cache; in DDP rank 0 builds, the others wait."""
+    from alignlab.models.ref_cache import RefCache, fingerprint, get_or_build, weights_fingerprint
+
+    sequences = list(_cache_sequences(items))
+    weights = weights_fingerprint(model, without_adapters=True) if config.model.lora.enabled else \
+        weights_fingerprint(source.model)
+    key = fingerprint(weights, tokenizer, sequences, {"precision": config.train.precision})
+    distributed = torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() != 0:
+        torch.distributed.barrier()
+    cache, hit = get_or_build(Path(config.train.cache_dir), key, lambda: RefCache.build(
+        source, sequences, pad_id, fingerprint=key, chunk_size=config.train.chunk_size,
+        precision=config.train.precision))
+    if distributed and torch.distributed.get_rank() == 0:
+        torch.distributed.barrier()
+    print(f"reference cache {'hit' if hit else 'built'}: {key[:12]} ({len(sequences)} sequences)")
+    return cache
+
+
+def _cache_sequences(items):
+    """(key, prompt_ids, completion_ids) for every sequence a step will ask the reference for."""
+    for i, item in enumerate(items):
+        if hasattr(item, "chosen_ids"):
+            yield f"{i}:chosen", item.prompt_ids, item.chosen_ids
+            yield f"{i}:rejected", item.prompt_ids, item.rejected_ids
+        elif hasattr(item, "responses_ids"):
+            for j, ids in enumerate(item.responses_ids):
+                yield f"{i}:response{j}", item.prompt_ids, ids
+        else:
+            yield f"{i}:completion", item.prompt_ids, item.completion_ids
+
+
+def _evaluator(step, size: int, batch_size: int, policy: torch.nn.Module):
+    """Mean loss and metrics over the eval set: no gradient, eval mode, the true reference."""
+    def evaluate() -> dict[str, float]:
+        was_training = policy.training
+        policy.eval()
+        totals: dict[str, float] = {}
+        with torch.no_grad():
+            for start in range(0, size, batch_size):
+                result = step(list(range(start, min(size, start + batch_size))))
+                totals["loss"] = totals.get("loss", 0.0) + float(result.loss_sum)
+                for name, value in result.metrics.items():
+                    totals[name] = totals.get(name, 0.0) + value
+        policy.train(was_training)
+        return {name: value / size for name, value in totals.items()}
+    return evaluate
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _rank_device(name: str, rank: int) -> torch.device:
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _write_config(run_dir: Path, config: RunConfig, rank: int) -> None:
+    """The resolved config; resuming with a different one would mix two runs, so it is refused."""
+    if rank != 0:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    text = dump_yaml(config)
+    if path.exists() and (run_dir / "checkpoints" / "latest").exists() and path.read_text(encoding="utf-8") != text:
+        raise ConfigError(f"{run_dir} holds a run with another config; resuming would mix the two\n"
+                          "  hint: choose another train.output_dir, or delete the old run")
+    path.write_text(text, encoding="utf-8")
+    _ = to_dict  # the YAML above is the canonical form
+
+
+__all__ = ["collate_completions", "collate_pairs", "resolve_reference_mode", "run_training"]
