@@ -30,6 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_summary_counts_the_three_broken_rows(run: tuple[Path, str]) -> None:
     out, _ = run
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    dpo = summary.pop("dpo")
     assert summary == {
         "records": 64,
         "skipped_in_broken_copy": {
@@ -37,6 +38,10 @@ def test_summary_counts_the_three_broken_rows(run: tuple[Path, str]) -> None:
         },
         "doctor_exit_code": 1,
     }
+    # DPO starts at log 2 (policy = reference) and learns; margins against the untouched reference
+    assert dpo["first_loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert dpo["last_loss"] < dpo["first_loss"] - 0.05
+    assert dpo["eval_reward_accuracy"] > 0.5 and dpo["eval_margin"] > 0
 
 
 def test_normalised_output_reloads_to_the_embedded_records(run: tuple[Path, str]) -> None:
