@@ -155,3 +155,28 @@ def test_checkpoint_with_a_damaged_file_is_refused(tmp_path):
     (latest / "weights.safetensors").write_bytes(bytes(data))
     with pytest.raises(Exception, match="does not match its checksum"):
         load_latest(tmp_path / "checkpoints")
+
+
+def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
+    """With torch.utils.tensorboard importable, every logged number becomes a scalar."""
+    import sys
+    import types
+
+    written: list[tuple[str, float, int]] = []
+
+    class Writer:
+        def __init__(self, folder: str) -> None:
+            assert folder.endswith("tensorboard")
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            written.append((tag, value, step))
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    run, _ = trainer(tmp_path, batch_size=4, max_steps=2)
+    run.fit()
+    tags = {tag for tag, _, _ in written}
+    assert {"train/loss", "train/lr", "train/grad_norm"} <= tags
+    assert sorted({step for tag, _, step in written if tag == "train/loss"}) == [1, 2]

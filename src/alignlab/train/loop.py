@@ -206,11 +206,28 @@ class Trainer:
     # ---- persistence ---------------------------------------------------------------------------
 
     def log(self, record: Mapping[str, Any]) -> None:
+        """One JSON line in metrics.jsonl, and TensorBoard scalars when tensorboard is installed."""
         if self.rank != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({k: v for k, v in record.items()}) + "\n")
+            handle.write(json.dumps(dict(record)) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            for name, value in record.items():
+                if isinstance(value, int | float) and name != "step":
+                    writer.add_scalar(f"{record.get('split', 'train')}/{name}", value, record.get("step", self.step))
+            writer.flush()
+
+    def _tensorboard(self) -> Any:
+        if not hasattr(self, "_writer"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                self._writer = None
+            else:
+                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {self.names[id(p)]: p.detach() for p in self.params}
