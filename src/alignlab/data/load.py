@@ -272,7 +272,7 @@ def _convert_kind(
         else:
             raise DataError(
                 f"cannot turn {type(record).__name__} records into {kind!r} records",
-                file=report.source,
+                file=report.source, reason="kind conversion",
                 hint="conversions: ranked→paired, paired→unpaired, FineGrainedRLHF→ranked",
             )
     return out

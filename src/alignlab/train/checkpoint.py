@@ -96,6 +96,8 @@ def load_latest(folder: Path) -> TrainingState | None:
     pointer = folder / POINTER
     for stale in folder.glob(".tmp-*"):  # a write a kill interrupted: never used
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.glob(f".{POINTER}.*.tmp"):  # an interrupted pointer update
+        stale.unlink(missing_ok=True)
     if not pointer.exists():
         return None
     path = folder / pointer.read_text(encoding="utf-8").strip()

@@ -166,10 +166,24 @@ class Trainer:
         self.scheduler.step()
         if self.loss_state is not None:  # after the optimizer step, as BCO's δ (never in eval)
             self.loss_state.update({name: torch.cat(parts) for name, parts in raw.items()})
+        loss_total, examples, tokens, sums = self._global_sums(loss_total, examples, tokens, sums)
         self.counters["tokens"] += tokens
         count = max(examples, 1)
         return {"loss": loss_total / count, "grad_norm": grad_norm, "tokens": tokens,
                 **{name: value / count for name, value in sums.items()}}
+
+    def _global_sums(self, loss: float, examples: int, tokens: int, sums: dict[str, float]
+                     ) -> tuple[float, int, int, dict[str, float]]:
+        """Under DDP, the logged numbers are the whole global batch's, not rank 0's share."""
+        if self.order.world_size == 1 or not torch.distributed.is_initialized():
+            return loss, examples, tokens, sums
+        names = sorted(sums)  # every rank runs the same loss, so the same metric names
+        device = next(iter(self.params)).device
+        packed = torch.tensor([loss, examples, tokens, *(sums[n] for n in names)], dtype=torch.float64,
+                              device=device)
+        torch.distributed.all_reduce(packed)
+        values = packed.tolist()
+        return values[0], int(values[1]), int(values[2]), dict(zip(names, values[3:], strict=True))
 
     def _clip(self) -> float:
         limit = self.settings.max_grad_norm

@@ -19,7 +19,7 @@ from rich.console import Console
 from alignlab.config import RunConfig, check_run_config, dump_yaml, to_dict
 from alignlab.data.load import load_records, with_options
 from alignlab.data.tokenize import RecordTokenizer
-from alignlab.errors import ConfigError
+from alignlab.errors import ConfigError, DataError
 from alignlab.losses.contract import get_loss
 from alignlab.train.batching import ExampleOrder, collate_completions, collate_pairs
 from alignlab.train.forward import CompletionLogps, RewardScores
@@ -79,10 +79,16 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     seed_everything(config.train.seed)
     device = pick_device(config.train.device) if world == 1 else _rank_device(config.train.device, rank)
 
+    pairs_of_examples = "kl_policy" in entry.contract["inputs"]  # KTO's mismatched KL pairs
+    if pairs_of_examples and config.train.batch_size < 2:
+        raise ConfigError(f"loss {entry.name!r} pairs each prompt with another example's completion "
+                          "(its KL estimate): set train.batch_size >= 2")
+    records = _records(config, config.data.path, entry)  # data before any model: cheap checks first
+    eval_records = _records(config, config.data.eval_path, entry) if config.data.eval_path else []
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                trust_remote_code=config.model.trust_remote_code)
-    items = _tokenized(config, config.data.path, entry, tokenizer, console)
-    eval_items = _tokenized(config, config.data.eval_path, entry, tokenizer, console) if config.data.eval_path else []
+    items = _tokenized(config, config.data.path, records, tokenizer, console)
+    eval_items = _tokenized(config, config.data.eval_path, eval_records, tokenizer, console) if eval_records else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     if entry.contract["data"] == "reward":
@@ -99,7 +105,8 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     state = entry.contract["state"]() if entry.contract["state"] is not None else None
     kwargs = dict(config.train.loss_kwargs)
     step = make_step(entry, kwargs, items, forward, reference, pad_id, state)
-    order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world)
+    order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world,
+                         min_batch=2 if pairs_of_examples else 1)
     evaluate = None
     if eval_items:
         eval_step = make_step(entry, kwargs, eval_items, policy, reference, pad_id, state)
@@ -120,19 +127,30 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     return run_dir
 
 
-def _tokenized(config: RunConfig, path: str, entry: Any, tokenizer: Any, console: Console) -> list[Any]:
+def _records(config: RunConfig, path: str, entry: Any) -> list[Any]:
+    """Validated records of the kind the loss trains on (pairs split for KTO when asked)."""
     data_kind = entry.contract["data"]
     kind = RECORD_KIND_OF.get(data_kind)
     if kind is None:
         raise ConfigError(f"loss {entry.name!r} trains on {data_kind!r} data, which `alignlab train` "
                           "does not run yet")
-    options = with_options(config.data, kind=config.data.kind or kind)
-    result = load_records(path, options)
+    try:
+        result = load_records(path, with_options(config.data, kind=config.data.kind or kind))
+    except DataError as error:
+        if error.reason != "kind conversion":
+            raise
+        raise ConfigError(f"loss {entry.name!r} trains on {kind} data, but {path} cannot give it: "
+                          f"{error.message}\n  hint: choose a loss for this data (`alignlab losses list`)"
+                          ) from None
     wrong = {type(r).__name__ for r in result.records} - {_record_class(kind)}
     if wrong:
         raise ConfigError(f"loss {entry.name!r} needs {kind} records but {path} holds {sorted(wrong)}\n"
                           "  hint: set data.kind (paired→unpaired splits pairs into thumbs up/down)")
-    encoded = RecordTokenizer(tokenizer, config.tokenize).map(result.records)
+    return result.records
+
+
+def _tokenized(config: RunConfig, path: str, records: list[Any], tokenizer: Any, console: Console) -> list[Any]:
+    encoded = RecordTokenizer(tokenizer, config.tokenize).map(records)
     dropped = {k: v for k, v in encoded.stats.items() if k.startswith("dropped") and v}
     console.print(f"{path}: {len(encoded.items)} examples tokenized"
                   + (f"; dropped {dropped}" if dropped else ""))
@@ -156,27 +174,32 @@ def _reference(mode, config, model, tokenizer, items, eval_items, pad_id, device
     chunk, precision = config.train.chunk_size, config.train.precision
     if mode == "none":
         return None
-    lora = config.model.lora.enabled
-    source = AdapterReference(model, chunk, precision=precision) if lora else \
-        CopyReference(frozen_copy(model), chunk, copy=False, precision=precision)
+
+    def source():
+        if config.model.lora.enabled:
+            return AdapterReference(model, chunk, precision=precision)
+        return CopyReference(frozen_copy(model), chunk, copy=False, precision=precision)
+
     if mode in ("adapters", "copy"):
-        return source.logps
+        return source().logps
     return CachedReference(_cache(config, source, model, tokenizer, items + eval_items, pad_id)).logps
 
 
 def _cache(config, source, model, tokenizer, items, pad_id):
-    """Load or build the persistent reference cache; in DDP rank 0 builds, the others wait."""
+    """Load or build the persistent reference cache; in DDP rank 0 builds, the others wait.
+
+    The weights fingerprint is the untrained policy's (its adapters left out with LoRA): that is
+    the reference. The reference model itself is only made on a miss."""
     from alignlab.models.ref_cache import RefCache, fingerprint, get_or_build, weights_fingerprint
 
     sequences = list(_cache_sequences(items))
-    weights = weights_fingerprint(model, without_adapters=True) if config.model.lora.enabled else \
-        weights_fingerprint(source.model)
+    weights = weights_fingerprint(model, without_adapters=config.model.lora.enabled)
     key = fingerprint(weights, tokenizer, sequences, {"precision": config.train.precision})
     distributed = torch.distributed.is_initialized()
     if distributed and torch.distributed.get_rank() != 0:
         torch.distributed.barrier()
     cache, hit = get_or_build(Path(config.train.cache_dir), key, lambda: RefCache.build(
-        source, sequences, pad_id, fingerprint=key, chunk_size=config.train.chunk_size,
+        source(), sequences, pad_id, fingerprint=key, chunk_size=config.train.chunk_size,
         precision=config.train.precision))
     if distributed and torch.distributed.get_rank() == 0:
         torch.distributed.barrier()

@@ -1,0 +1,82 @@
+"""Run ``alignlab train`` in this process, optionally SIGKILLing itself at a chosen moment.
+
+Example: ``python tests/train/_runner.py --kill-in-rename 4 -- run.yaml train.max_steps=6``
+
+Used by test_resume_ddp.py to interrupt a run the way a crash or an OOM killer would: no
+``finally`` blocks, no atexit handlers, no flushing. The kill points:
+
+- ``--kill-before-step N``: as optimizer step N is about to start (step N-1 done, not saved);
+- ``--kill-in-rename N``: while writing the step-N checkpoint, after every file of its temporary
+  folder is written and fsynced, just before the folder is renamed into place;
+- ``--kill-before-pointer N``: after the step-N folder is renamed into place, before the
+  ``latest`` pointer is updated to name it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kill-before-step", type=int)
+    parser.add_argument("--kill-in-rename", type=int)
+    parser.add_argument("--kill-before-pointer", type=int)
+    parser.add_argument("train_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    train_args = [a for a in args.train_args if a != "--"]
+
+    import torch
+
+    torch.set_num_threads(1)
+
+    from alignlab.train import checkpoint, loop
+
+    if args.kill_before_step is not None:
+        original_step = loop.Trainer._optimizer_step
+
+        def optimizer_step(self, device):  # type: ignore[no-untyped-def]
+            if self.step + 1 == args.kill_before_step:
+                die()
+            return original_step(self, device)
+
+        loop.Trainer._optimizer_step = optimizer_step
+
+    if args.kill_in_rename is not None:
+        prefix = f".tmp-step-{args.kill_in_rename:08d}-"
+        original_replace = os.replace
+
+        def replace(src, dst, *rest, **kwargs):  # type: ignore[no-untyped-def]
+            if Path(src).name.startswith(prefix):
+                die()
+            return original_replace(src, dst, *rest, **kwargs)
+
+        checkpoint.os.replace = replace  # checkpoint.os is the os module: patched process-wide
+
+    if args.kill_before_pointer is not None:
+        target = f"step-{args.kill_before_pointer:08d}"
+        original_pointer = checkpoint._write_atomic
+
+        def write_atomic(path, text):  # type: ignore[no-untyped-def]
+            if text == target:
+                die()
+            return original_pointer(path, text)
+
+        checkpoint._write_atomic = write_atomic
+
+    from alignlab.cli import main as cli_main
+
+    return cli_main(["train", *train_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
