@@ -18,16 +18,18 @@ from rich.console import Console
 
 from alignlab.config import RunConfig, check_run_config, dump_yaml, to_dict
 from alignlab.data.load import load_records, with_options
+from alignlab.data.records import Judged
 from alignlab.data.tokenize import RecordTokenizer
 from alignlab.errors import ConfigError, DataError
 from alignlab.losses.contract import get_loss
 from alignlab.train.batching import ExampleOrder, collate_completions, collate_pairs
 from alignlab.train.forward import CompletionLogps, RewardScores
+from alignlab.train.judged import tokenize_judged
 from alignlab.train.loop import Trainer
 from alignlab.train.steps import make_step
 
 RECORD_KIND_OF = {"paired": "paired", "unpaired": "unpaired", "sft": "sft", "ranked": "ranked",
-                  "reward": "paired"}
+                  "reward": "paired", "judged": "judged"}
 
 
 def resolve_reference_mode(config: RunConfig) -> str:
@@ -150,13 +152,18 @@ def _records(config: RunConfig, path: str, entry: Any) -> list[Any]:
 
 
 def _tokenized(config: RunConfig, path: str, records: list[Any], tokenizer: Any, console: Console) -> list[Any]:
-    encoded = RecordTokenizer(tokenizer, config.tokenize).map(records)
-    dropped = {k: v for k, v in encoded.stats.items() if k.startswith("dropped") and v}
-    console.print(f"{path}: {len(encoded.items)} examples tokenized"
-                  + (f"; dropped {dropped}" if dropped else ""))
-    if not encoded.items:
+    encoder = RecordTokenizer(tokenizer, config.tokenize)
+    if records and isinstance(records[0], Judged):  # CUT: each response in two contexts
+        items = tokenize_judged(records, encoder)
+        stats = encoder.stats
+    else:
+        encoded = encoder.map(records)
+        items, stats = encoded.items, encoded.stats
+    dropped = {k: v for k, v in stats.items() if k.startswith("dropped") and v}
+    console.print(f"{path}: {len(items)} examples tokenized" + (f"; dropped {dropped}" if dropped else ""))
+    if not items:
         raise ConfigError(f"{path}: no examples left after tokenization\n  hint: raise tokenize.max_length")
-    return encoded.items
+    return items
 
 
 def _record_class(kind: str) -> str:

@@ -38,7 +38,7 @@ def make_step(entry: Entry, loss_kwargs: Mapping[str, Any], items: Sequence[Any]
     device = next(policy.parameters()).device
     kind = contract["data"]
     builders = {"paired": _paired, "unpaired": _unpaired, "sft": _unpaired, "ranked": _ranked,
-                "reward": _reward}
+                "reward": _reward, "judged": _judged}
     if kind not in builders:
         raise ConfigError(f"training on {kind!r} data is not supported by the preference engine yet "
                           f"(loss {entry.name!r}); supported: {sorted(builders)}")
@@ -91,6 +91,13 @@ def _unpaired(contract, items, indices, policy, reference, pad_id, device):
                               "load pairs with data.kind=unpaired to split them into thumbs up/down")
         labels = torch.tensor([item.record.label for item in items], device=device)
     return completion_tensors(contract, policy_lp, ref_lp, batch, labels, len(items)), batch
+
+
+def _judged(contract, items, indices, policy, reference, pad_id, device):
+    """CUT: the response after its judgment prompt and after the plain prompt, token-aligned."""
+    from alignlab.train.judged import judged_tensors
+
+    return judged_tensors(items, policy, pad_id, device)
 
 
 def _reward(contract, items, indices, policy, reference, pad_id, device):
