@@ -4,6 +4,7 @@ accumulation invariance with a real loss, evaluation against the true reference,
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from alignlab.config import load_config
 from alignlab.data.load import load_records
 from alignlab.data.tokenize import RecordTokenizer
-from alignlab.losses import get_loss
+from alignlab.losses import LOSSES, get_loss
 from alignlab.models import frozen_copy, load_tokenizer
 from alignlab.models.reference import CopyReference
 from alignlab.models.tiny import init_tiny_model
@@ -122,3 +123,44 @@ def test_examples_run_and_save_a_loadable_model(name, tiny, tmp_path):
     assert summary["steps"] == 2
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     assert model.config.vocab_size == load_tokenizer(tiny).__len__()
+
+
+def _ranked_and_judged(folder: Path) -> dict[str, Path]:
+    ranked = [{"prompt": f"What is {i} plus 2?", "responses": [f"{i + 2}.", f"{i + 3}.", "No idea."],
+               "scores": [2, 0, 1]} for i in range(8)]
+    judged = [{"instruction": f"What is {i} plus 2?", "response": f"{i + 3}.",
+               "judgment": None if i % 2 else f"Wrong: it is {i + 2}."} for i in range(8)]
+    out = {}
+    for name, rows in (("ranked", ranked), ("judged", judged)):
+        out[name] = folder / f"{name}.jsonl"
+        out[name].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+UNSUPPORTED = {"poft": "aligned_scores", "prm_bce": "prm"}
+
+
+@pytest.mark.parametrize("loss", [e.name for e in LOSSES.entries()])
+def test_every_registered_loss_trains_from_its_contract(loss, tiny, tmp_path):
+    """One step of each loss through `alignlab train`, data chosen by the contract's data kind only;
+    a loss whose inputs the engine cannot provide fails at start with a clear ConfigError."""
+    from alignlab.errors import ConfigError
+
+    entry = get_loss(loss)
+    extra = _ranked_and_judged(tmp_path)
+    data = {"paired": EXAMPLES / "data" / "pairs.jsonl", "reward": EXAMPLES / "data" / "pairs.jsonl",
+            "unpaired": EXAMPLES / "data" / "pairs.jsonl", "sft": EXAMPLES / "data" / "sft.jsonl",
+            "ranked": extra["ranked"], "judged": extra["judged"], "prm": EXAMPLES / "data" / "pairs.jsonl"}
+    overrides = [f"data.path={data[entry.contract['data']]}", f"train.loss={loss}", "train.max_steps=1"]
+    if entry.contract["data"] == "unpaired":
+        overrides.append("data.kind=unpaired")
+    if entry.contract["data"] == "reward":
+        overrides.append("model.reward_head=scalar_head")
+    cfg = config(tmp_path, tiny, *overrides)
+    if loss in UNSUPPORTED:
+        with pytest.raises(ConfigError, match=UNSUPPORTED[loss]):
+            run_training(cfg)
+        return
+    run = run_training(cfg)
+    line = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["step"] == 1 and math.isfinite(line["loss"]) and line["grad_norm"] > 0
