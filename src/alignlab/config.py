@@ -129,6 +129,9 @@ class TrainConfig:
     """A NaN/inf loss or gradient: stop (keeping the last good checkpoint) or skip the step, counted."""
     chunk_size: int = 1024
     """Completion positions per chunk through the output layer (memory vs. speed)."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes: "ddp" replicates the model; "fsdp" shards parameters, gradients and
+    optimizer state (FSDP2, one shard unit per transformer block)."""
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ..."""
 

@@ -82,10 +82,11 @@ class Trainer:
         evaluate: Callable[[], dict[str, float]] | None = None,
         console: Console | None = None,
         rank: int = 0,
+        sharded: bool = False,
     ) -> None:
         self.settings, self.model, self.step_fn, self.order = settings, model, step, order
         self.run_dir, self.loss_state, self.evaluate = Path(run_dir), loss_state, evaluate
-        self.console, self.rank = console or Console(), rank
+        self.console, self.rank, self.sharded = console or Console(), rank, sharded
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise AlignlabError("the model has no trainable parameters")
@@ -244,17 +245,31 @@ class Trainer:
         return self._writer
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
+        if self.sharded:
+            from alignlab.train.fsdp import full_state
+
+            return full_state(self.model)
         return {self.names[id(p)]: p.detach() for p in self.params}
 
     def _save(self) -> None:
+        # Sharded weights and optimizer state are gathered by every rank; rank 0 writes.
+        weights = self.trainable_state() if self.sharded or self.rank == 0 else {}
+        optimizer = self._optimizer_state() if self.sharded or self.rank == 0 else {}
         if self.rank != 0:
             return
         state = TrainingState(
-            step=self.step, micro_batches=self.micro_batches, weights=self.trainable_state(),
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            step=self.step, micro_batches=self.micro_batches, weights=weights,
+            optimizer=optimizer, scheduler=self.scheduler.state_dict(),
             loss_state=self.loss_state.state_dict() if self.loss_state is not None else {},
             rng=capture_rng(), counters=dict(self.counters))
         save_checkpoint(self.checkpoints, state)
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        if self.sharded:
+            from alignlab.train.fsdp import full_optimizer_state
+
+            return full_optimizer_state(self.model, self.optimizer)
+        return self.optimizer.state_dict()
 
     def _resume(self) -> None:
         state = load_latest(self.checkpoints)
@@ -265,10 +280,16 @@ class Trainer:
         if missing:
             raise AlignlabError(f"checkpoint lacks trainable weights {missing[:3]}...\n  hint: it belongs "
                                 "to another model or LoRA setting; use another output_dir")
-        with torch.no_grad():
-            for name, param in by_name.items():
-                param.copy_(state.weights[name])
-        self.optimizer.load_state_dict(state.optimizer)
+        if self.sharded:
+            from alignlab.train.fsdp import load_full_optimizer_state, load_full_state
+
+            load_full_state(self.model, state.weights)
+            load_full_optimizer_state(self.model, self.optimizer, state.optimizer)
+        else:
+            with torch.no_grad():
+                for name, param in by_name.items():
+                    param.copy_(state.weights[name])
+            self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         if self.loss_state is not None and state.loss_state:
             self.loss_state.load_state_dict(state.loss_state)

@@ -24,6 +24,7 @@ from alignlab.errors import ConfigError, DataError
 from alignlab.losses.contract import get_loss
 from alignlab.train.batching import ExampleOrder, collate_completions, collate_pairs
 from alignlab.train.forward import CompletionLogps, RewardScores
+from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.judged import tokenize_judged
 from alignlab.train.loop import Trainer
 from alignlab.train.steps import make_step
@@ -102,7 +103,10 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     model.train()
     reference = _reference(mode, config, model, tokenizer, items, eval_items, pad_id, device)
     forward = policy
-    if world > 1:
+    sharded = world > 1 and config.train.distributed == "fsdp"
+    if sharded:
+        forward = shard(policy, model)
+    elif world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     state = entry.contract["state"]() if entry.contract["state"] is not None else None
     kwargs = dict(config.train.loss_kwargs)
@@ -114,11 +118,13 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
         eval_step = make_step(entry, kwargs, eval_items, policy, reference, pad_id, state)
         evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
     trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, evaluate=evaluate,
-                      console=console, rank=rank)
+                      console=console, rank=rank, sharded=sharded)
     last = trainer.fit()
     final = evaluate() if evaluate else {}
     if final and rank == 0:
         trainer.log({"split": "eval", "step": trainer.step, "final": True, **final})
+    if sharded:  # gather the shards into a plain model on rank 0 (a collective: every rank calls)
+        model = gathered_model(forward, lambda: load_policy(config.model, "cpu"), rank)
     if rank == 0:
         save_final(model, tokenizer, run_dir / "model", merge_lora=config.model.lora.merge_on_save)
         summary = {"loss": config.train.loss, "reference": mode, "steps": trainer.step,
