@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -145,6 +146,39 @@ def cmd_init_tiny_model(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.config import ModelConfig
+    from alignlab.data.load import load_records
+    from alignlab.data.records import PreferencePair
+    from alignlab.eval.pairs import evaluate_pairs
+    from alignlab.eval.report import html_section, print_tables, write_html, write_json
+    from alignlab.eval.scoring import score_pairs
+    from alignlab.models import load_policy, load_tokenizer
+
+    records = load_records(args.data, _load_options(args)).records
+    pairs = [r for r in records if isinstance(r, PreferencePair)]
+    if not pairs:
+        raise AlignlabError(f"{args.data} holds no preference pairs\n  hint: eval scores chosen vs rejected")
+    tokenizer = load_tokenizer(args.model)
+    scores = {}
+    for role, name in (("policy", args.model), ("reference", args.ref)):
+        if name is None:
+            continue
+        model = load_policy(ModelConfig(name_or_path=name, dtype=args.dtype), args.device)
+        scores[role] = score_pairs(model, tokenizer, pairs, batch_size=args.batch_size, max_length=args.max_length)
+        del model
+    results = evaluate_pairs(pairs, scores["policy"], scores.get("reference"), beta=args.beta, alpha=args.alpha)
+    results["inputs"] = {"model": args.model, "ref": args.ref, "data": args.data, "beta": args.beta}
+    print_tables(results, console)
+    if args.out:
+        out = Path(args.out)
+        write_json(results, out / "eval.json")
+        write_html([html_section(f"Preference diagnostics: {args.model} on {args.data}", results)],
+                   out / "report.html")
+        console.print(f"wrote {out / 'eval.json'} and {out / 'report.html'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from alignlab.demo import run_demo
 
@@ -203,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(handler=cmd_init_tiny_model)
+
+    evaluate = commands.add_parser("eval", help="did a model learn the preferences? ranking accuracy and more")
+    evaluate.add_argument("--model", required=True, help="the model to evaluate (a folder or hub id)")
+    evaluate.add_argument("--ref", help="its reference (e.g. the SFT model): implicit rewards, idealized accuracy")
+    evaluate.add_argument("--data", required=True, help="preference pairs in any supported format")
+    evaluate.add_argument("--beta", type=float, default=0.1, help="β of the objective (implicit rewards)")
+    evaluate.add_argument("--alpha", type=float, help="assumed rater share when the data has none (default 0.9)")
+    evaluate.add_argument("--out", help="folder for eval.json and report.html")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--max-length", type=int, default=1024, help="longer pairs are left out (counted)")
+    evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
+    evaluate.add_argument("--device", default="cpu")
+    _add_source_options(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on embedded data (no downloads)")
     demo.add_argument("--out", default="runs/demo", help="run directory")

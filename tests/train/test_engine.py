@@ -164,3 +164,16 @@ def test_every_registered_loss_trains_from_its_contract(loss, tiny, tmp_path):
     run = run_training(cfg)
     line = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert line["step"] == 1 and math.isfinite(line["loss"]) and line["grad_norm"] > 0
+
+
+def test_ranking_accuracy_is_logged_during_training(tiny, tmp_path):
+    """Beside implicit-reward accuracy, the policy's own ranking accuracy (summed and normalised)
+    and the reference's, in train and eval records; at step 1 policy = reference."""
+    run = run_training(config(tmp_path, tiny, f"data.eval_path={EXAMPLES / 'data' / 'pairs_eval.jsonl'}",
+                              "train.max_steps=2"))
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    first = lines[0]
+    assert {"ranking/accuracy", "ranking/accuracy_normalised", "ranking/reference_accuracy"} <= set(first)
+    assert first["ranking/accuracy"] == first["ranking/reference_accuracy"]
+    assert first["rewards/accuracies"] == 0.0  # TRL's rule (margin > 0) at margin 0: wrong
+    assert any(x["split"] == "eval" and "ranking/accuracy" in x for x in lines)

@@ -37,8 +37,12 @@ def paired_tensors(contract: Mapping[str, Any], policy: LogProbs, ref: LogProbs 
         "policy_chosen_tokens": policy.tokens[first], "policy_rejected_tokens": policy.tokens[second],
         "chosen_mask": batch.completion_mask[first], "rejected_mask": batch.completion_mask[second],
         "chosen_weights": weights[first], "rejected_weights": weights[second],
+        # Not loss inputs: the ranking diagnostics logged beside the loss (both forms, always).
+        "policy_chosen_sum": policy.sum[first], "policy_rejected_sum": policy.sum[second],
+        "policy_chosen_mean": policy.mean[first], "policy_rejected_mean": policy.mean[second],
     }
     if ref is not None:
+        out.update({"ref_chosen_sum": ref.sum[first], "ref_rejected_sum": ref.sum[second]})
         out.update({
             "ref_chosen": _pick(ref, contract["logps"])[first],
             "ref_rejected": _pick(ref, contract["logps"])[second],

@@ -49,11 +49,28 @@ def make_step(entry: Entry, loss_kwargs: Mapping[str, Any], items: Sequence[Any]
         if state is not None:
             available.update({k: v.to(device) for k, v in state.inputs().items()})
         losses, metrics = entry.obj(**select(contract, available, entry.name), **loss_kwargs)
+        if kind == "paired":
+            metrics = {**metrics, **ranking_metrics(available)}
         return StepResult(loss_sum=losses.sum(), examples=len(indices), tokens=batch.tokens,
                           metrics={k: _metric_sum(v, len(indices)) for k, v in metrics.items()},
                           loss_metrics=metrics)
 
     return step
+
+
+def ranking_metrics(available: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per pair: does the policy itself rank chosen first (summed and length-normalised log-probs),
+    and does the reference? Beside the implicit-reward accuracy every peer logs (Chen et al. 2024)."""
+    from alignlab.eval.ranking import pair_credit
+
+    with torch.no_grad():
+        out = {"ranking/accuracy": pair_credit(available["policy_chosen_sum"] - available["policy_rejected_sum"]),
+               "ranking/accuracy_normalised": pair_credit(
+                   available["policy_chosen_mean"] - available["policy_rejected_mean"])}
+        if "ref_chosen_sum" in available:
+            out["ranking/reference_accuracy"] = pair_credit(
+                available["ref_chosen_sum"] - available["ref_rejected_sum"])
+    return out
 
 
 def _metric_sum(value: torch.Tensor, n: int) -> float:
