@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from alignlab.config import RunConfig, check_run_config, dump_yaml, to_dict
+from alignlab.config import RunConfig, check_run_config, dump_yaml
 from alignlab.data.load import load_records, with_options
 from alignlab.data.records import Judged
 from alignlab.data.tokenize import RecordTokenizer
 from alignlab.errors import ConfigError, DataError
 from alignlab.losses.contract import get_loss
-from alignlab.train.batching import ExampleOrder, collate_completions, collate_pairs
+from alignlab.train.batching import ExampleOrder
 from alignlab.train.forward import CompletionLogps, RewardScores
 from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.judged import tokenize_judged
@@ -278,7 +278,3 @@ def _write_config(run_dir: Path, config: RunConfig, rank: int) -> None:
         raise ConfigError(f"{run_dir} holds a run with another config; resuming would mix the two\n"
                           "  hint: choose another train.output_dir, or delete the old run")
     path.write_text(text, encoding="utf-8")
-    _ = to_dict  # the YAML above is the canonical form
-
-
-__all__ = ["collate_completions", "collate_pairs", "resolve_reference_mode", "run_training"]
