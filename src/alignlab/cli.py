@@ -179,10 +179,25 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from alignlab.demo import run_demo
+def cmd_data_tour(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.data_tour import run_demo
 
     return run_demo(console, out=args.out)
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.testbed.demo import run_testbed_demo
+
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    return run_testbed_demo(console, out=args.out, steps=args.steps, model_size=args.model_size,
+                            objectives=objectives, seed=args.seed)
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.testbed.report import write_report
+
+    console.print(f"wrote {write_report(args.run_dir)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,9 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
-    demo = commands.add_parser("demo", help="the end-to-end demo on embedded data (no downloads)")
-    demo.add_argument("--out", default="runs/demo", help="run directory")
+    tour = data_commands.add_parser("tour", help="the data pipeline end to end on embedded data")
+    tour.add_argument("--out", default="runs/data-tour", help="output folder")
+    tour.set_defaults(handler=cmd_data_tour)
+
+    demo = commands.add_parser("demo", help="align a tiny model in a world with a known true reward, "
+                                            "and prove it worked (no downloads, minutes on a CPU)")
+    demo.add_argument("--out", default="runs/demo", help="run directory (report.html, results.json)")
+    demo.add_argument("--steps", type=int, default=60, help="optimizer steps per alignment objective")
+    demo.add_argument("--model-size", default="tiny", choices=("tiny", "small"))
+    demo.add_argument("--objectives", default="dpo,ln_dpo,kto",
+                      help="comma-separated: dpo, ln_dpo, simpo, kto, ipo")
+    demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=cmd_demo)
+
+    report = commands.add_parser("report", help="write RUN_DIR/report.html from a demo's results.json")
+    report.add_argument("run_dir")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``alignlab demo`` end to end on its embedded data: exact outputs, and the same bytes twice."""
+"""``alignlab.data_tour`` end to end on its embedded data: exact outputs, and the same bytes twice."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from alignlab.data.load import load_records
 from alignlab.data.records import Feedback, PreferencePair
-from alignlab.demo import run_demo
+from alignlab.data_tour import run_demo
 
 
 def demo(out: Path) -> str:

@@ -1,10 +1,9 @@
-"""`alignlab demo`: the data pipeline end to end on embedded data, offline, in seconds.
+"""`alignlab data tour`: the data pipeline end to end on embedded data, offline, in seconds.
 
-Example: ``run_demo(Console(), out="runs/demo")``
+Example: ``run_demo(Console(), out="runs/data-tour")``
 
-Until training lands, the demo shows what exists: embedded preference data in three formats,
-a tokenizer trained on the spot, validation with located errors, the data doctor, and exact
-prompt/completion boundaries.
+Embedded preference data in three formats, a tokenizer trained on the spot, validation with
+located errors, the data doctor, exact prompt/completion boundaries, and a few DPO steps.
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""`alignlab demo`: the testbed experiment with its terminal tables and its HTML report.
+
+Example: ``run_testbed_demo(Console(), out="runs/demo", steps=60)``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from alignlab.testbed.experiment import OBJECTIVES, ExperimentSettings, run_experiment
+
+
+def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: int = 60,
+                     model_size: str = "tiny", objectives: tuple[str, ...] = ("dpo", "ln_dpo", "kto"),
+                     seed: int = 0, **overrides) -> int:
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise ValueError(f"unknown objectives {unknown}; choose from {sorted(OBJECTIVES)}")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars of a 100 kB model are noise here
+    settings = ExperimentSettings(steps=steps, model_size=model_size, objectives=tuple(objectives), seed=seed,
+                                  **overrides)
+    results = run_experiment(settings, out, console)
+    print_summary(results, console)
+    from alignlab.testbed.report import write_report
+
+    console.print(f"report: {write_report(out)}   results: {Path(out) / 'results.json'}")
+    return 0
+
+
+def print_summary(results: dict, console: Console) -> None:
+    policies = results["policies"]
+    table = Table("policy", "true reward", "KL to base (nats)", "win rate vs base", "words",
+                  "ranking acc", "idealized acc", title="policies, judged by the true reward",
+                  title_justify="left")
+    for name, p in policies.items():
+        table.add_row(name, f"{p['reward_mean']:+.3f} ± {p['reward_stderr']:.3f}",
+                      f"{p['kl']:.2f} ± {p['kl_stderr']:.2f}", f"{p['win_rate']:.1%}",
+                      f"{p['length_mean']:.1f}", f"{p['ranking_accuracy']:.1%}",
+                      f"{p['idealized_ranking_accuracy']:.1%}")
+    console.print(table)
+    bon = Table("N", "true reward", "KL (empirical)", "KL bound log N − (N−1)/N",
+                title="best-of-N of the base (the frontier)", title_justify="left")
+    for row in results["best_of_n"]:
+        bon.add_row(str(row["n"]), f"{row['reward_mean']:+.3f} ± {row['reward_stderr']:.3f}",
+                    f"{row['kl_estimate']:.2f}", f"{row['kl_bound']:.2f}")
+    console.print(bon)
+    base = policies["base"]
+    for name, p in policies.items():
+        if name == "base":
+            continue
+        gain = p["reward_mean"] - base["reward_mean"]
+        se = float(torch.tensor([p["reward_stderr"], base["reward_stderr"]]).pow(2).sum().sqrt())
+        console.print(f"{name}: true reward {gain:+.3f} ± {se:.3f} over the base, at KL {p['kl']:.2f} nats")
