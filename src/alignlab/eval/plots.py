@@ -1,0 +1,156 @@
+"""Evaluation plots as PNG bytes (matplotlib, Agg): reward against KL, training curves, lengths.
+
+Example: ``png = reward_kl_plot({"dpo": (1.2, 0.1, 0.5, 0.05)}, [(0.19, 0.3, 0.1, 2)])``
+
+Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so no
+global backend or figure registry is touched and the functions are safe in servers and tests.
+``png_data_uri`` and ``html_figure`` embed the bytes in a self-contained HTML report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+
+DPI = 100
+KLPoint = tuple[float, float, float, float]
+"""(kl, kl_stderr, reward, reward_stderr) of one policy."""
+BestOfN = tuple[float, float, float, int]
+"""(kl_bound, reward, reward_stderr, n) of best-of-n."""
+
+
+def reward_kl_plot(points: Mapping[str, KLPoint], best_of_n: Sequence[BestOfN] = ()) -> bytes:
+    """True reward against KL to the base for each method (error bars: ± 1 standard error), with
+    the best-of-N curve at its analytic KL bound log N − (N − 1)/N as the frontier to compare with.
+
+    When the methods spend far more KL than best-of-N (often so) the x axis is symlog, linear
+    below 1 nat, so the frontier stays legible next to them; the axis label says so.
+    """
+    fig = _figure(9.0, 5.2)
+    ax = fig.add_subplot()
+    frontier = sorted((_num(k), _num(r), _num(se), n) for k, r, se, n in best_of_n)
+    if frontier:
+        kls, rewards, ses, ns = zip(*frontier, strict=True)
+        ax.errorbar(kls, rewards, yerr=ses, color="0.35", linestyle="--", marker="o", markersize=4,
+                    capsize=3, label="best-of-N (true reward; KL bound)", zorder=2)
+        for kl, reward, n in zip(kls, rewards, ns, strict=True):
+            ax.annotate(f"N={n}", (kl, reward), textcoords="offset points", xytext=(6, -12),
+                        fontsize=8, color="0.3")
+    colors = _colors(len(points))
+    for (name, (kl, kl_se, reward, reward_se)), color in zip(points.items(), colors, strict=True):
+        ax.errorbar([_num(kl)], [_num(reward)], xerr=[_num(kl_se, 0.0)],
+                    yerr=[_num(reward_se, 0.0)], color=color, marker="s", markersize=7, capsize=4,
+                    linestyle="none", label=name, zorder=3)
+    method_kls = [_num(p[0]) for p in points.values() if math.isfinite(_num(p[0]))]
+    bound_kls = [k for k, *_ in frontier if math.isfinite(k)]
+    symlog = bool(method_kls) and max(method_kls) > 4 * max(bound_kls + [1.0])
+    if symlog:  # log ticks read as 10^0, 10^1: plain numbers at 1-2-5 steps are easier
+        ax.set_xscale("symlog", linthresh=1.0)
+        top = max(method_kls)
+        ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= top * 1.5]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("KL(policy ‖ base) per response (nats" + (", symlog scale)" if symlog else ")"))
+    ax.set_ylabel("true reward per response (mean ± s.e.)")
+    ax.set_title("True reward gained per unit of KL")
+    ax.grid(True, alpha=0.3)
+    if points or frontier:
+        ax.legend(loc="best", fontsize=9)
+    else:
+        _empty(ax, "no policies to plot")
+    return _png(fig)
+
+
+def training_curves_plot(curves: Mapping[str, Sequence[tuple[float, float]]]) -> bytes:
+    """Training loss against optimizer step, one small panel per run (losses differ in scale)."""
+    n = max(len(curves), 1)
+    ncols = n if n <= 3 else (2 if n == 4 else 3)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(9.0, 1.0 + 2.6 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, points), color in zip(axes, curves.items(), _colors(len(curves)), strict=False):
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+            ax.plot(steps, losses, color=color, marker="." if len(points) < 30 else None)
+        else:
+            _empty(ax, "no logged steps")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(curves):]:
+        ax.set_visible(False)
+    if not curves:
+        axes[0].set_visible(True)
+        _empty(axes[0], "no training curves")
+    fig.suptitle("Training loss (each panel on its own scale)")
+    return _png(fig)
+
+
+def length_histogram(lengths: Mapping[str, Sequence[int]]) -> bytes:
+    """Distribution of response lengths per policy: outlined histograms on shared integer bins."""
+    fig = _figure(9.0, 4.2)
+    ax = fig.add_subplot()
+    longest = max((max(v) for v in lengths.values() if v), default=0)
+    bins = [b - 0.5 for b in range(longest + 2)]
+    for (name, values), color in zip(lengths.items(), _colors(len(lengths)), strict=True):
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        ax.hist(values, bins=bins, weights=[1 / len(values)] * len(values), histtype="step",
+                linewidth=1.8, color=color, label=f"{name} (mean {mean:.1f})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    ax.set_xlabel("response length (words)")
+    ax.set_ylabel("share of responses")
+    ax.set_title("Response length distribution")
+    ax.grid(True, alpha=0.3)
+    if any(lengths.values()):
+        ax.legend(fontsize=9)
+    else:
+        _empty(ax, "no lengths recorded")
+    return _png(fig)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def html_figure(png: bytes, alt: str, caption: str = "") -> str:
+    """A <figure> with the PNG inline, scaled down (never up) to the page width."""
+    cap = f'<figcaption class="note">{html.escape(caption)}</figcaption>' if caption else ""
+    return (f'<figure style="margin:1rem 0"><img src="{png_data_uri(png)}" '
+            f'alt="{html.escape(alt)}" style="max-width:100%;height:auto">{cap}</figure>')
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="tight")
+    FigureCanvasAgg(fig)  # the Agg backend for this figure only
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _colors(n: int) -> list[str]:
+    palette = [f"C{i}" for i in range(10)]
+    return [palette[i % 10] for i in range(n)]
+
+
+def _num(value: float | None, missing: float = math.nan) -> float:
+    return missing if value is None else float(value)
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.4")
