@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="align a tiny model in a world with a known true reward, "
                                             "and prove it worked (no downloads, minutes on a CPU)")
     demo.add_argument("--out", default="runs/demo", help="run directory (report.html, results.json)")
-    demo.add_argument("--steps", type=int, default=60, help="optimizer steps per alignment objective")
+    demo.add_argument("--steps", type=int, default=120, help="optimizer steps per alignment objective")
     demo.add_argument("--model-size", default="tiny", choices=("tiny", "small"))
     demo.add_argument("--objectives", default="dpo,ln_dpo,kto",
                       help="comma-separated: dpo, ln_dpo, simpo, kto, ipo")

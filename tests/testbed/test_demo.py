@@ -11,8 +11,8 @@ from rich.console import Console
 
 from alignlab.testbed.demo import run_testbed_demo
 
-SMALL = {"steps": 8, "objectives": ("dpo",), "sft_steps": 60, "pairs": 96, "heldout_pairs": 32,
-         "eval_prompts": 24, "samples": 2, "best_of": (1, 2, 4, 8), "max_new_tokens": 16}
+SMALL = {"steps": 60, "objectives": ("dpo",), "sft_steps": 300, "pairs": 384, "heldout_pairs": 32,
+         "eval_prompts": 64, "samples": 4, "best_of": (1, 2, 4, 8), "max_new_tokens": 16}
 
 
 def run(out) -> dict:

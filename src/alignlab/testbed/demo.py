@@ -14,7 +14,7 @@ from rich.table import Table
 from alignlab.testbed.experiment import OBJECTIVES, ExperimentSettings, run_experiment
 
 
-def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: int = 60,
+def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: int = 120,
                      model_size: str = "tiny", objectives: tuple[str, ...] = ("dpo", "ln_dpo", "kto"),
                      seed: int = 0, **overrides) -> int:
     unknown = [o for o in objectives if o not in OBJECTIVES]
@@ -48,7 +48,7 @@ def print_summary(results: dict, console: Console) -> None:
                 title="best-of-N of the base (the frontier)", title_justify="left")
     for row in results["best_of_n"]:
         bon.add_row(str(row["n"]), f"{row['reward_mean']:+.3f} ± {row['reward_stderr']:.3f}",
-                    f"{row['kl_estimate']:.2f}", f"{row['kl_bound']:.2f}")
+                    f"{max(row['kl_estimate'], 0.0):.2f}", f"{row['kl_bound']:.2f}")
     console.print(bon)
     base = policies["base"]
     for name, p in policies.items():

@@ -43,27 +43,27 @@ from alignlab.train.run import run_training
 SIZES = {"tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
          "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256}}
 OBJECTIVES = {  # loss, its hyperparameters, data kind, learning rate
-    "dpo": ("dpo", {"beta": 0.1}, None, 1e-3),
-    "ln_dpo": ("ln_dpo", {"beta": 1.0}, None, 1e-3),
-    "simpo": ("simpo", {"beta": 2.0, "gamma": 0.5}, None, 1e-3),
-    "kto": ("kto", {"beta": 0.1}, "unpaired", 1e-3),
+    "dpo": ("dpo", {"beta": 0.1}, None, 3e-4),
+    "ln_dpo": ("ln_dpo", {"beta": 1.0}, None, 3e-4),
+    "simpo": ("simpo", {"beta": 2.0, "gamma": 0.5}, None, 3e-4),
+    "kto": ("kto", {"beta": 0.1}, "unpaired", 3e-4),
     "ipo": ("ipo", {"beta": 0.1}, None, 1e-4),
 }
 
 
 @dataclass(frozen=True)
 class ExperimentSettings:
-    steps: int = 60
+    steps: int = 120
     """Optimizer steps of each alignment objective."""
-    sft_steps: int = 300
+    sft_steps: int = 1200
     """Optimizer steps of supervised training of the base policy from scratch."""
     model_size: str = "tiny"
     """"tiny" (64 wide, 2 layers) or "small" (128 wide, 4 layers)."""
     objectives: tuple[str, ...] = ("dpo", "ln_dpo", "kto")
-    pairs: int = 768
+    pairs: int = 1536
     """On-policy training pairs (two base samples per prompt, labelled by simulated raters)."""
     heldout_pairs: int = 256
-    eval_prompts: int = 96
+    eval_prompts: int = 160
     samples: int = 4
     """Samples per evaluation prompt for reward, KL and length."""
     best_of: tuple[int, ...] = (1, 2, 4, 8, 16)
