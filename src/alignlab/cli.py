@@ -156,7 +156,7 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from alignlab.models import load_policy, load_tokenizer
 
     records = load_records(args.data, _load_options(args)).records
-    pairs = [r for r in records if isinstance(r, PreferencePair)]
+    pairs = [r for r in records if isinstance(r, PreferencePair)][: args.limit]
     if not pairs:
         raise AlignlabError(f"{args.data} holds no preference pairs\n  hint: eval scores chosen vs rejected")
     tokenizer = load_tokenizer(args.model)
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--alpha", type=float, help="assumed rater share when the data has none (default 0.9)")
     evaluate.add_argument("--out", help="folder for eval.json and report.html")
     evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--limit", type=int, help="only the first N pairs (a quick look)")
     evaluate.add_argument("--max-length", type=int, default=1024, help="longer pairs are left out (counted)")
     evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
     evaluate.add_argument("--device", default="cpu")

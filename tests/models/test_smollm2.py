@@ -99,3 +99,22 @@ def test_ranking_accuracy_on_20_hh_pairs(loaded) -> None:
                              (scores.chosen_mean, scores.rejected_mean)):
         result = ranking_accuracy(chosen, rejected, ties="half")
         assert result.n == 20 and 0.0 <= result.value <= 1.0 and math.isfinite(result.stderr)
+
+
+@pytest.mark.skipif(not HH_PAIRS.is_file(), reason="needs ../shared/data")
+def test_alignlab_eval_on_real_pairs(loaded, cache_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`alignlab eval` on the dequantised SmolLM2 folder and 20 real HH pairs (reference = itself:
+    implicit-reward accuracy exactly 0.5, ranking accuracy equal to the reference's)."""
+    import json
+
+    from alignlab.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(cache_dir), "--ref", str(cache_dir), "--data", str(HH_PAIRS),
+                 "--limit", "20", "--out", str(out)]) == 0
+    summary = json.loads((out / "eval.json").read_text())["summary"]
+    assert summary["pairs"] == 20
+    assert summary["implicit_reward"]["accuracy"] == 0.5
+    assert 0.0 <= summary["ranking_accuracy"]["value"] <= 1.0
+    assert summary["ranking_accuracy"]["value"] == summary["reference_ranking_accuracy"]["value"]

@@ -49,3 +49,22 @@ def test_best_of_n_rises_with_n_within_its_kl_bound(twice):
     assert rewards == sorted(rewards) and rewards[-1] > rewards[0]
     for row in rows:
         assert row["kl_estimate"] <= row["kl_bound"] + 1e-9
+
+
+def test_alignlab_eval_on_the_testbed_pairs(twice, tmp_path_factory, monkeypatch):
+    """`alignlab eval` of the DPO policy against its base on held-out testbed pairs, whose rater
+    shares are known: idealized accuracy from them (no assumed α), JSON and HTML written."""
+    from alignlab.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    run_dir = tmp_path_factory.getbasetemp()
+    found = sorted(run_dir.glob("demo*/a/runs/dpo/model"))
+    assert found, "the demo run of the fixture is missing"
+    root = found[0].parents[2]
+    out = tmp_path_factory.mktemp("eval")
+    assert main(["eval", "--model", str(root / "runs" / "dpo" / "model"), "--ref", str(root / "runs" / "base" / "model"),
+                 "--data", str(root / "data" / "heldout.jsonl"), "--out", str(out)]) == 0
+    results = json.loads((out / "eval.json").read_text())
+    assert not any("assumes" in note for note in results["notes"])
+    assert results["summary"]["ranking_accuracy"]["value"] == pytest.approx(
+        twice[0]["policies"]["dpo"]["ranking_accuracy"])
