@@ -118,6 +118,7 @@ def score(
     *,
     batch_size: int = 16,
     chunk_size: int = 1024,
+    progress: bool = True,
 ) -> SampleLogProbs:
     """Log-probs under ``model`` of ``completions[i][j]`` given ``prompts[i]``, flattened.
 
@@ -139,7 +140,7 @@ def score(
                                 dtype=torch.long)
     order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][0]) + len(pairs[k][1])))
     starts: Sequence[int] = range(0, len(order), batch_size)
-    if len(order) > PROGRESS_FROM * batch_size:
+    if progress and len(order) > PROGRESS_FROM * batch_size:
         starts = track(starts, description="scoring samples", transient=True)
     device = _device(model)
     results = torch.zeros(3, len(pairs), dtype=torch.float64)

@@ -2,8 +2,8 @@
 
 Example: ``scores = score_pairs(model, tokenizer, pairs, batch_size=8)``; ``scores.chosen_sum``
 
-Completion-only log-probs (the one routine, no full logits), no gradients, eval mode, pairs
-sorted by length into batches to waste little padding, results returned in the input order.
+Completion-only log-probs through the sampling engine's scorer (the one routine: no full
+logits, no gradients, eval mode, sorted by length into batches), in the input order.
 """
 
 from __future__ import annotations
@@ -13,15 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rich.progress import track
 
 from alignlab.data.records import PreferencePair
 from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
-from alignlab.train.batching import collate_pairs
-from alignlab.train.forward import sequence_logps
-
-PROGRESS_FROM = 64
-"""Batches from which a progress bar is shown."""
+from alignlab.decode.sampling import score
 
 
 @dataclass
@@ -57,28 +52,11 @@ def score_pairs(
             items.append(item)
             kept.append(index)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    order = sorted(range(len(items)), key=lambda i: -_length(items[i]))
-    starts = list(range(0, len(order), batch_size))
-    if progress and len(starts) >= PROGRESS_FROM:
-        starts = track(starts, description="scoring pairs", transient=True)
-    device = next(model.parameters()).device
-    results = torch.zeros(6, len(items), dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in starts:
-                batch_ids = order[start:start + batch_size]
-                batch = collate_pairs([items[i] for i in batch_ids], pad_id).to(device)
-                lp = sequence_logps(model, batch, chunk_size)
-                n = len(batch_ids)
-                columns = torch.stack([lp.sum[:n], lp.sum[n:], lp.mean[:n], lp.mean[n:],
-                                       lp.counts[:n], lp.counts[n:]]).double().cpu()  # (6, n)
-                results[:, batch_ids] = columns
-    finally:
-        model.train(was_training)
+    # One scoring routine for samples and pairs: chosen and rejected are two samples of a prompt.
+    lp = score(model, [item.prompt_ids for item in items],
+               [[item.chosen_ids, item.rejected_ids] for item in items], pad_id,
+               batch_size=2 * batch_size, chunk_size=chunk_size, progress=progress)
+    chosen, rejected = slice(0, None, 2), slice(1, None, 2)
+    results = (lp.sum[chosen], lp.sum[rejected], lp.mean[chosen], lp.mean[rejected],
+               lp.counts[chosen], lp.counts[rejected])
     return PairScores(*results, kept=kept)
-
-
-def _length(item: Any) -> int:
-    return len(item.prompt_ids) + max(len(item.chosen_ids), len(item.rejected_ids))
