@@ -5,7 +5,6 @@ dependence on the reference. Parametrised over the registry, so a new loss is ch
 from __future__ import annotations
 
 import inspect
-import math
 
 import pytest
 import torch
@@ -174,9 +173,9 @@ def test_every_loss_has_a_closed_form_test():
     assert not missing, f"losses without their own tests: {missing}"
 
 
-def test_registry_is_not_empty():
-    assert len(LOSSES) >= 7
-    assert math.isfinite(len(INPUTS))
+def test_registry_holds_every_loss_module():
+    """Every loss module is imported by alignlab.losses: 30 losses at the time of writing."""
+    assert len(LOSSES) >= 30
 
 
 def test_every_loss_is_in_the_paper_index():

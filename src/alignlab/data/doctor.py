@@ -194,10 +194,12 @@ def _length_bias(records: Sequence[Record], unit: str, tokenizer: Any) -> dict[s
     else:
         def measure(text: Any) -> int:
             return len(_flatten(text))
-    differences = [measure(p.chosen) - measure(p.rejected) for p in pairs]
-    decided = [d for d in differences if d != 0]
+    from alignlab.eval.ranking import length_bias
+
+    bias = length_bias([measure(p.chosen) for p in pairs], [measure(p.rejected) for p in pairs])
     return {
         "pairs": len(pairs),
-        "chosen_longer": sum(d > 0 for d in decided) / len(decided) if decided else 0.5,
-        "mean_difference": statistics.fmean(differences),
+        # All lengths equal: no length preference at all, reported as an even split.
+        "chosen_longer": bias.chosen_longer_share if bias.chosen_longer_share is not None else 0.5,
+        "mean_difference": bias.mean_length_difference,
     }
