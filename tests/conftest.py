@@ -21,6 +21,15 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _reference_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Runs with the default train.cache_dir write to $ALIGNLAB_CACHE_DIR: a temporary folder here,
+    not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALIGNLAB_CACHE_DIR", str(tmp_path_factory.mktemp("reference_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def bpe_tokenizer() -> Any:
     return train_bpe_tokenizer(CORPUS * 10, vocab_size=400, min_frequency=1)

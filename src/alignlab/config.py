@@ -110,9 +110,13 @@ class TrainConfig:
     """Run directory: resolved config, metrics, checkpoints and the final model."""
     reference: Literal["auto", "copy", "adapters", "cache", "none"] = "auto"
     """Reference model: a frozen copy, the policy with LoRA adapters off, or log-probs cached on
-    disk; "auto" picks none for reference-free losses, adapters with LoRA, a copy otherwise."""
-    cache_dir: str = ".alignlab-cache"
-    """Where cached reference log-probs live, keyed by a fingerprint of model, tokenizer and data."""
+    disk; "auto" picks none for reference-free losses, else the cache (computed once before the
+    first step, no reference weights held while training), except in multi-process runs and for
+    KTO-style losses (their mismatched pairs change every epoch): adapters with LoRA, else a copy."""
+    cache_dir: str | None = None
+    """Where cached reference log-probs live, keyed by a fingerprint of model, tokenizer and data;
+    null: $ALIGNLAB_CACHE_DIR, else $XDG_CACHE_HOME/alignlab/reference (~/.cache/...), shared by
+    every run and sweep of the user."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """Autocast precision of forward passes (bf16 also on CPU)."""
     max_grad_norm: float | None = 1.0
@@ -129,6 +133,10 @@ class TrainConfig:
     """A NaN/inf loss or gradient: stop (keeping the last good checkpoint) or skip the step, counted."""
     chunk_size: int = 1024
     """Completion positions per chunk through the output layer (memory vs. speed)."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Run each batch as one packed row, every shared prompt encoded once and no padding
+    (Llama, Mistral, Qwen2, Qwen3 models); "auto" packs where the model supports it, "on" fails
+    where it does not, "off" keeps right-padded rows. Same numbers up to float rounding."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """With several processes: "ddp" replicates the model; "fsdp" shards parameters, gradients and
     optimizer state (FSDP2, one shard unit per transformer block)."""

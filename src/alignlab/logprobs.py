@@ -61,14 +61,31 @@ def completion_logps(
     forward, then upcasts; any other head module is always called as is, then upcast.
     """
     mask = _check(hidden, input_ids, completion_mask, token_weights)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     batch, length, width = hidden.shape
     rows = mask[:, 1:].nonzero()  # (N, 2): (sequence, position of the predicting hidden state)
     flat = rows[:, 0] * length + rows[:, 1]  # (N,) rows of the flattened (B·L, H) hidden states
     targets = input_ids.reshape(-1)[flat + 1]  # (N,) the token after each such hidden state
     selected = hidden.reshape(batch * length, width).index_select(0, flat)  # (N, H)
+    logps = head_logps(selected, targets, lm_head, bias=bias, chunk_size=chunk_size, upcast=upcast)
+    tokens = logps.new_zeros(batch * length).index_copy(0, flat + 1, logps).view(batch, length)
+    return reduce_token_logps(tokens, mask, token_weights)
 
+
+def head_logps(
+    selected: Tensor,
+    targets: Tensor,
+    lm_head: nn.Module | Tensor,
+    *,
+    bias: Tensor | None = None,
+    chunk_size: int = 1024,
+    upcast: bool = True,
+) -> Tensor:
+    """(N,) float32 log p(targets[i] | selected[i]): the output layer on N hidden states (N, H)
+    only, ``chunk_size`` rows at a time, each chunk recomputed in the backward instead of kept.
+    The core of :func:`completion_logps`, for callers that pick the hidden states themselves
+    (the packed forward of :mod:`alignlab.train.packing`)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     head = _head(lm_head, bias, upcast)
     params = [lm_head] if isinstance(lm_head, Tensor) else list(lm_head.parameters())
     if bias is not None:
@@ -80,15 +97,13 @@ def completion_logps(
     )
     pieces = []
     # One chunk even when N = 0, so that the result stays connected to the graph.
-    for start in range(0, max(len(flat), 1), chunk_size):
+    for start in range(0, max(len(targets), 1), chunk_size):
         h, y = selected[start : start + chunk_size], targets[start : start + chunk_size]
         if recompute:
             pieces.append(checkpoint(_chunk_logps, head, h, y, use_reentrant=False))
         else:
             pieces.append(_chunk_logps(head, h, y))
-    logps = torch.cat(pieces)  # (N,)
-    tokens = logps.new_zeros(batch * length).index_copy(0, flat + 1, logps).view(batch, length)
-    return reduce_token_logps(tokens, mask, token_weights)
+    return torch.cat(pieces)  # (N,)
 
 
 def logps_from_logits(

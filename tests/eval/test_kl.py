@@ -58,14 +58,15 @@ def _next_logps(model: Any) -> torch.Tensor:
 
 # Sample-based KL ----------------------------------------------------------------------------
 
-def test_kl_of_a_model_against_itself_is_exactly_zero(policy: Any) -> None:
+def test_kl_of_a_model_against_itself_is_zero(policy: Any) -> None:
     prompts = [PROMPT, [BOS, 7]]
     ys = sample(policy, prompts, 8, SamplingOptions(max_new_tokens=6, seed=1), eos_id=EOS,
                 pad_id=PAD)
     a, b = score(policy, prompts, ys, PAD), score(policy, prompts, ys, PAD, batch_size=3)
     for estimator in ("k1", "k3"):
         kl = kl_from_samples(a.sum, b.sum, estimator=estimator)
-        assert (kl.value, kl.stderr, kl.n) == (0.0, 0.0, 16)
+        # Other batch sizes pack the rows differently: equal up to float32 rounding.
+        assert kl.n == 16 and abs(kl.value) < 1e-6 and kl.stderr < 1e-6
 
 
 @pytest.fixture(scope="module")

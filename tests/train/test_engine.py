@@ -96,14 +96,23 @@ def test_accumulation_invariance_with_dpo(tiny, tmp_path, monkeypatch):
 
 def test_evaluation_uses_the_true_reference(tiny, tmp_path):
     """After training, eval rewards β(log π − log π_ref) are non-zero: were the trained policy
-    used as its own reference (TRL #6443), every implicit reward would be exactly 0."""
-    run = run_training(config(tmp_path, tiny, f"data.eval_path={EXAMPLES / 'data' / 'pairs_eval.jsonl'}"))
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["reference"] == "copy"
-    assert abs(summary["final_eval"]["rewards/margins"]) > 1e-3
-    assert summary["final_eval"]["rewards/accuracies"] > 0.5
-    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
-    assert evals and evals[-1]["final"] is True
+    used as its own reference (TRL #6443), every implicit reward would be exactly 0. The cache
+    (the default) must give the eval set's own reference numbers: its rows are numbered from 0
+    like the train set's, so a cache keyed by index alone would hand eval pair 2 the reference
+    of train pair 2."""
+    finals = {}
+    for mode in ("auto", "copy"):
+        run = run_training(config(tmp_path / mode, tiny, f"data.eval_path={EXAMPLES / 'data' / 'pairs_eval.jsonl'}",
+                                  f"train.reference={mode}"))
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["reference"] == ("cache" if mode == "auto" else mode)
+        assert abs(summary["final_eval"]["rewards/margins"]) > 1e-3
+        assert summary["final_eval"]["rewards/accuracies"] > 0.5
+        evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+        assert evals and evals[-1]["final"] is True
+        finals[mode] = summary["final_eval"]
+    for name in ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected"):
+        assert finals["auto"][name] == pytest.approx(finals["copy"][name], rel=1e-4, abs=1e-6), name
 
 
 @pytest.mark.parametrize("name", ["sft", "dpo", "simpo", "kto", "reward_model"])

@@ -220,38 +220,36 @@ class RefCache:
         pad_id: int,
         *,
         fingerprint: str,
-        batch_size: int = 32,
+        batch_size: int = 64,
         chunk_size: int = 1024,
         precision: str = "fp32",
         progress: bool | None = None,
+        packing: bool | None = None,
     ) -> RefCache:
         """Compute every sequence's per-token reference log-probs, no gradients.
 
         ``reference`` is a model (run in eval mode for the build, its modes restored after, its
         weights untouched) or a :class:`Reference` (``AdapterReference(policy)`` for the base of a
-        LoRA policy). Sequences go longest first in batches of ``batch_size`` (little padding, and
-        an out-of-memory shows on the first batch); ``progress`` shows a bar (default: above
-        :data:`PROGRESS_ABOVE` sequences). A non-finite log-prob is an error, not a cached value.
+        LoRA policy). Sequences with the same prompt go into the same batch, so that the packed
+        forward (``packing``, default: where the model supports it) encodes their prompt once;
+        groups go longest first in batches of about ``batch_size`` sequences (little padding on
+        the plain path, and an out-of-memory shows on the first batch); ``progress`` shows a bar
+        (default: above :data:`PROGRESS_ABOVE` sequences). A non-finite log-prob is an error, not
+        a cached value.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         sequences = list(sequences)
         keys = [key for key, _, _ in sequences]
-        order = sorted(
-            range(len(sequences)),
-            key=lambda i: len(sequences[i][1]) + len(sequences[i][2]),
-            reverse=True,
-        )
         pieces: list[Tensor] = [torch.empty(0)] * len(sequences)
         model = getattr(reference, "model", reference)
         device = model_device(model) if isinstance(model, nn.Module) else torch.device("cpu")
         show = len(sequences) > PROGRESS_ABOVE if progress is None else progress
         with _progress(show, len(sequences)) as advance:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
+            for rows in _batches_by_prompt(sequences, batch_size):
                 batch = collate_sequences([sequences[i][1:] for i in rows], pad_id)
                 if isinstance(reference, nn.Module):
-                    lp = frozen_logps(reference, batch, chunk_size, precision)
+                    lp = frozen_logps(reference, batch, chunk_size, precision, packing)
                 else:
                     with autocast_for(precision, device):
                         lp = reference.logps(batch, [keys[i] for i in rows])
@@ -375,6 +373,24 @@ def get_or_build(
         )
     cache.save(path)
     return cache, False
+
+
+def _batches_by_prompt(sequences: Sequence[RefSequence], batch_size: int) -> Iterable[list[int]]:
+    """Indices of ``sequences`` in batches that keep each prompt's sequences together (a group
+    larger than ``batch_size`` makes a batch of its own), longest groups first."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (_, prompt, _) in enumerate(sequences):
+        groups.setdefault(tuple(prompt), []).append(i)
+    ordered = sorted(groups.values(), key=lambda rows: max(len(sequences[i][1]) + len(sequences[i][2])
+                                                           for i in rows), reverse=True)
+    batch: list[int] = []
+    for rows in ordered:
+        if batch and len(batch) + len(rows) > batch_size:
+            yield batch
+            batch = []
+        batch += rows
+    if batch:
+        yield batch
 
 
 def _base_model_tensors(model: Any) -> dict[str, Tensor]:

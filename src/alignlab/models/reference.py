@@ -47,7 +47,7 @@ class CopyReference:
 
     ``copy=False`` uses ``model`` itself (already a separate instance, e.g. loaded from disk) and
     freezes it in place. ``precision`` ("fp32", "bf16") sets autocast for the forward; None keeps
-    the caller's autocast.
+    the caller's autocast. ``packing`` as in :class:`~alignlab.train.forward.CompletionLogps`.
     """
 
     def __init__(
@@ -57,8 +57,10 @@ class CopyReference:
         *,
         copy: bool = True,
         precision: str | None = None,
+        packing: bool | None = None,
     ) -> None:
         self.model = _deepcopy(model) if copy else model
+        self.packing = packing
         self.model.eval()
         self.model.requires_grad_(False)
         self.chunk_size = chunk_size
@@ -68,7 +70,7 @@ class CopyReference:
     def logps(self, batch: SequenceBatch, keys: Sequence[str]) -> LogProbs:
         _check_keys(batch, keys)
         self.model.eval()  # a stray .train() on a parent module must not turn dropout on
-        lp = frozen_logps(self.model, batch, self.chunk_size, self.precision)
+        lp = frozen_logps(self.model, batch, self.chunk_size, self.precision, self.packing)
         self.forward_sequences += batch.input_ids.shape[0]
         return lp
 
@@ -81,7 +83,12 @@ class AdapterReference:
     """
 
     def __init__(
-        self, peft_model: Any, chunk_size: int = 1024, *, precision: str | None = None
+        self,
+        peft_model: Any,
+        chunk_size: int = 1024,
+        *,
+        precision: str | None = None,
+        packing: bool | None = None,
     ) -> None:
         model = getattr(peft_model, "module", peft_model)  # DistributedDataParallel
         if not hasattr(model, "disable_adapter"):
@@ -92,12 +99,13 @@ class AdapterReference:
         self.model = model
         self.chunk_size = chunk_size
         self.precision = precision
+        self.packing = packing
         self.forward_sequences = 0
 
     def logps(self, batch: SequenceBatch, keys: Sequence[str]) -> LogProbs:
         _check_keys(batch, keys)
         with self.model.disable_adapter():
-            lp = frozen_logps(self.model, batch, self.chunk_size, self.precision)
+            lp = frozen_logps(self.model, batch, self.chunk_size, self.precision, self.packing)
         self.forward_sequences += batch.input_ids.shape[0]
         return lp
 
@@ -141,13 +149,17 @@ class CachedReference:
 
 
 def frozen_logps(
-    model: nn.Module, batch: SequenceBatch, chunk_size: int, precision: str | None = None
+    model: nn.Module,
+    batch: SequenceBatch,
+    chunk_size: int,
+    precision: str | None = None,
+    packing: bool | None = None,
 ) -> LogProbs:
     """Log-probs of ``batch`` without gradients, ``model`` in eval mode for the call only."""
     device = model_device(model)
     batch = batch.to(device)
     with eval_mode(model), autocast_for(precision, device):
-        return reference_logps(model, batch, chunk_size)
+        return reference_logps(model, batch, chunk_size, packing)
 
 
 @contextmanager

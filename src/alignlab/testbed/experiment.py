@@ -157,7 +157,8 @@ def _run(out, name, model, loss, kwargs, kind, data, steps, lr, settings, consol
     overrides = [f"data.path={data}", f"model.name_or_path={model}", f"train.loss={loss}",
                  f"train.output_dir={out / 'runs' / name}", f"train.max_steps={steps}", f"train.lr={lr}",
                  f"train.batch_size={batch_size}", f"train.seed={settings.seed}", "train.warmup_ratio=0.05",
-                 "train.schedule=cosine", "tokenize.max_length=96", "train.log_every=5"]
+                 "train.schedule=cosine", "tokenize.max_length=96", "train.log_every=5",
+                 f"train.cache_dir={out / 'cache'}"]
     overrides += [f"train.loss_kwargs.{k}={v}" for k, v in kwargs.items()]
     if kind:
         overrides.append(f"data.kind={kind}")

@@ -4,7 +4,9 @@ Example: ``batch = collate_sequences([(prompt_ids, completion_ids), ...], pad_id
 
 Every sequence is prompt + completion, right-padded; ``completion_mask`` marks the completion
 tokens (what log-probs are summed over). Paired data puts all chosen sequences first, then all
-rejected ones, so one forward pass serves both halves.
+rejected ones, so one forward pass serves both halves. Rows with the same prompt tokens get the
+same ``groups`` id, so that the packed forward (:mod:`alignlab.train.packing`) encodes that
+prompt once.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ class SequenceBatch:
     attention_mask: Tensor  # (N, L) bool
     completion_mask: Tensor  # (N, L) bool
     token_weights: Tensor | None = None  # (N, L), 1 where a record gave no weights
+    groups: Tensor | None = None
+    """(N,) int64 on the CPU: rows with equal ids have identical prompt tokens; None: no sharing known."""
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         moved = [None if t is None else t.to(device) for t in
                  (self.input_ids, self.attention_mask, self.completion_mask, self.token_weights)]
-        return SequenceBatch(*moved)  # type: ignore[arg-type]
+        return SequenceBatch(*moved, groups=self.groups)  # type: ignore[arg-type]
 
     @property
     def tokens(self) -> int:
@@ -43,8 +47,11 @@ def collate_sequences(
     pad_id: int,
     weights: Sequence[Sequence[float] | None] | None = None,
 ) -> SequenceBatch:
-    """Right-pad ``(prompt_ids, completion_ids)`` sequences into one batch."""
+    """Right-pad ``(prompt_ids, completion_ids)`` sequences into one batch; sequences with equal
+    prompt ids share a ``groups`` id (numbered in order of first appearance)."""
     length = max(len(p) + len(c) for p, c in pairs)
+    group_of: dict[tuple[int, ...], int] = {}
+    groups = torch.tensor([group_of.setdefault(tuple(p), len(group_of)) for p, _ in pairs], dtype=torch.long)
     n = len(pairs)
     input_ids = torch.full((n, length), pad_id, dtype=torch.long)
     attention = torch.zeros((n, length), dtype=torch.bool)
@@ -59,7 +66,7 @@ def collate_sequences(
         completion[i, len(prompt):end] = True
         if token_weights is not None and weights[i] is not None:  # type: ignore[index]
             token_weights[i, len(prompt):end] = torch.tensor(weights[i], dtype=torch.float32)  # type: ignore[index]
-    return SequenceBatch(input_ids, attention, completion, token_weights)
+    return SequenceBatch(input_ids, attention, completion, token_weights, groups)
 
 
 def collate_pairs(items: Sequence[TokenizedPair], pad_id: int) -> SequenceBatch:

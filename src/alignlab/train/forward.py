@@ -3,7 +3,8 @@
 Example: ``lp = sequence_logps(model, batch); lp.sum, lp.mean, lp.tokens``
 
 The backbone gives hidden states; :func:`alignlab.logprobs.completion_logps` applies the output
-layer to completion positions only, in chunks.
+layer to completion positions only, in chunks. Where the model allows it the whole batch runs as
+one packed row, each shared prompt encoded once (:mod:`alignlab.train.packing`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignlab.logprobs import LogProbs, completion_logps
+from alignlab.logprobs import LogProbs, completion_logps, head_logps, reduce_token_logps
 from alignlab.train.batching import SequenceBatch
+from alignlab.train.packing import pack, packed_hidden, supports_packing
 
 
 def split_model(model: Any) -> tuple[nn.Module, nn.Module]:
@@ -35,17 +37,36 @@ def split_model(model: Any) -> tuple[nn.Module, nn.Module]:
 class CompletionLogps(nn.Module):
     """A causal LM as a module whose forward returns completion log-probs.
 
+    ``packing``: True runs each batch as one packed row with its shared prompts encoded once
+    (models of :data:`~alignlab.train.packing.PACKABLE_MODEL_TYPES`, else an error), False the
+    plain right-padded batch, None (default) packs where the model supports it. Both give the
+    same :class:`LogProbs` up to float rounding.
+
     Wrapping this (not the LM) in DistributedDataParallel keeps gradient synchronisation intact:
     DDP only sees a forward that goes through its own ``forward``.
     """
 
-    def __init__(self, model: Any, chunk_size: int = 1024) -> None:
+    def __init__(self, model: Any, chunk_size: int = 1024, packing: bool | None = None) -> None:
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        supported = supports_packing(model)
+        if packing and not supported:
+            model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+            raise ValueError(f"packing is not supported for model type {model_type!r}; "
+                             "set train.packing=off (or auto)")
+        self.packing = supported if packing is None else packing
 
     def forward(self, batch: SequenceBatch) -> LogProbs:
         backbone, head = split_model(self.model)
+        if self.packing:
+            layout = pack(batch)
+            hidden = packed_hidden(backbone, layout)[0]  # (T, H)
+            logps = head_logps(hidden.index_select(0, layout.predictors), layout.targets, head,
+                               chunk_size=self.chunk_size)
+            mask = batch.completion_mask.bool()
+            tokens = logps.new_zeros(mask.shape).masked_scatter(mask, logps)  # row-major order
+            return reduce_token_logps(tokens, mask, batch.token_weights)
         # position_ids follow from the right padding; the attention mask hides the pads.
         hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                           use_cache=False).last_hidden_state  # (N, L, H)
@@ -53,15 +74,17 @@ class CompletionLogps(nn.Module):
                                 chunk_size=self.chunk_size, token_weights=batch.token_weights)
 
 
-def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024) -> LogProbs:
+def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024,
+                   packing: bool | None = None) -> LogProbs:
     """Completion log-probs of every sequence of ``batch`` (right-padded)."""
-    return CompletionLogps(model, chunk_size)(batch)
+    return CompletionLogps(model, chunk_size, packing)(batch)
 
 
 @torch.no_grad()
-def reference_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024) -> LogProbs:
+def reference_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024,
+                    packing: bool | None = None) -> LogProbs:
     """The same without gradients, for a frozen reference (callers set eval mode)."""
-    return sequence_logps(model, batch, chunk_size)
+    return sequence_logps(model, batch, chunk_size, packing)
 
 
 class RewardScores(nn.Module):

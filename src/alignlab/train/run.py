@@ -29,6 +29,8 @@ from alignlab.train.judged import tokenize_judged
 from alignlab.train.loop import Trainer
 from alignlab.train.steps import make_step
 
+EVAL_KEY = "eval/"
+"""Prefix of the eval set's sequences in the reference cache (train and eval indices overlap)."""
 RECORD_KIND_OF = {"paired": "paired", "unpaired": "unpaired", "sft": "sft", "ranked": "ranked",
                   "reward": "paired", "judged": "judged"}
 
@@ -42,14 +44,35 @@ def resolve_reference_mode(config: RunConfig) -> str:
             raise ConfigError(f"train.reference={mode!r} but loss {entry.name!r} uses no reference: "
                               "remove the option (it would be silently ignored)")
         return "none"
+    mismatched = "kl_ref" in entry.contract["inputs"]  # pairs that change with the batch
     if mode == "auto":
+        if not mismatched and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return "cache"
         return "adapters" if config.model.lora.enabled else "copy"
     if mode == "none":
         raise ConfigError(f"loss {entry.name!r} needs a reference model; train.reference cannot be none")
+    if mode == "cache" and mismatched:
+        raise ConfigError(f"train.reference=cache cannot serve loss {entry.name!r}: its KL estimate pairs "
+                          "each prompt with another example's completion, a new pair every batch\n"
+                          "  hint: use train.reference=copy (or adapters with LoRA)")
     if mode == "adapters" and not config.model.lora.enabled:
         raise ConfigError("train.reference=adapters needs model.lora.enabled=true (the reference is the "
                           "policy with its LoRA adapters switched off)")
     return mode
+
+
+def packing_choice(config: RunConfig) -> bool | None:
+    """train.packing as CompletionLogps takes it: None packs where the model supports it."""
+    return {"auto": None, "on": True, "off": False}[config.train.packing]
+
+
+def reference_cache_dir(config: RunConfig) -> Path:
+    """train.cache_dir, or the user's cache: $ALIGNLAB_CACHE_DIR, $XDG_CACHE_HOME/alignlab/reference."""
+    if config.train.cache_dir is not None:
+        return Path(config.train.cache_dir)
+    if os.environ.get("ALIGNLAB_CACHE_DIR"):
+        return Path(os.environ["ALIGNLAB_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alignlab" / "reference"
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,9 +122,9 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
         policy: torch.nn.Module = RewardScores(model)
     else:
         model = load_policy(config.model, device)
-        policy = CompletionLogps(model, config.train.chunk_size)
+        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config))
     model.train()
-    reference = _reference(mode, config, model, tokenizer, items, eval_items, pad_id, device)
+    reference, eval_reference = _reference(mode, config, model, tokenizer, items, eval_items, pad_id)
     forward = policy
     sharded = world > 1 and config.train.distributed == "fsdp"
     if sharded:
@@ -115,7 +138,7 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
                          min_batch=2 if pairs_of_examples else 1)
     evaluate = None
     if eval_items:
-        eval_step = make_step(entry, kwargs, eval_items, policy, reference, pad_id, state)
+        eval_step = make_step(entry, kwargs, eval_items, policy, eval_reference, pad_id, state)
         evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
     trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, evaluate=evaluate,
                       console=console, rank=rank, sharded=sharded)
@@ -178,59 +201,68 @@ def _record_class(kind: str) -> str:
     return RECORD_KINDS[kind].__name__
 
 
-def _reference(mode, config, model, tokenizer, items, eval_items, pad_id, device):
-    """A function (batch, keys) → reference LogProbs, or None. Built before any training step,
-    so every mode (and the cache fingerprint) describes the untrained reference."""
+def _reference(mode, config, model, tokenizer, items, eval_items, pad_id):
+    """Functions (batch, keys) → reference LogProbs for the train and the eval steps, or None.
+    Built before any training step, so every mode (and the cache fingerprint) describes the
+    untrained reference."""
     from alignlab.models import frozen_copy
     from alignlab.models.reference import AdapterReference, CachedReference, CopyReference
 
-    chunk, precision = config.train.chunk_size, config.train.precision
+    chunk, precision, packing = config.train.chunk_size, config.train.precision, packing_choice(config)
     if mode == "none":
-        return None
+        return None, None
+    if mode == "adapters":
+        reference = AdapterReference(model, chunk, precision=precision, packing=packing)
+        return reference.logps, reference.logps
+    if mode == "copy":
+        reference = CopyReference(frozen_copy(model), chunk, copy=False, precision=precision, packing=packing)
+        return reference.logps, reference.logps
 
     def source():
+        # The policy before its first step is the reference: the cache is built from it (in eval
+        # mode, no gradients) with no second copy in memory; with LoRA, its adapters off.
         if config.model.lora.enabled:
-            return AdapterReference(model, chunk, precision=precision)
-        return CopyReference(frozen_copy(model), chunk, copy=False, precision=precision)
+            return AdapterReference(model, chunk, precision=precision, packing=packing)
+        return model
 
-    if mode in ("adapters", "copy"):
-        return source().logps
-    return CachedReference(_cache(config, source, model, tokenizer, items + eval_items, pad_id)).logps
+    sequences = [*_cache_sequences(items), *_cache_sequences(eval_items, EVAL_KEY)]
+    cached = CachedReference(_cache(config, source, model, tokenizer, sequences, pad_id))
+    # Eval steps name their rows by eval index ("3:chosen"); the cache holds them as "eval/3:chosen".
+    return cached.logps, lambda batch, keys: cached.logps(batch, [EVAL_KEY + key for key in keys])
 
 
-def _cache(config, source, model, tokenizer, items, pad_id):
+def _cache(config, source, model, tokenizer, sequences, pad_id):
     """Load or build the persistent reference cache; in DDP rank 0 builds, the others wait.
 
     The weights fingerprint is the untrained policy's (its adapters left out with LoRA): that is
     the reference. The reference model itself is only made on a miss."""
     from alignlab.models.ref_cache import RefCache, fingerprint, get_or_build, weights_fingerprint
 
-    sequences = list(_cache_sequences(items))
     weights = weights_fingerprint(model, without_adapters=config.model.lora.enabled)
     key = fingerprint(weights, tokenizer, sequences, {"precision": config.train.precision})
     distributed = torch.distributed.is_initialized()
     if distributed and torch.distributed.get_rank() != 0:
         torch.distributed.barrier()
-    cache, hit = get_or_build(Path(config.train.cache_dir), key, lambda: RefCache.build(
+    cache, hit = get_or_build(reference_cache_dir(config), key, lambda: RefCache.build(
         source(), sequences, pad_id, fingerprint=key, chunk_size=config.train.chunk_size,
-        precision=config.train.precision))
+        precision=config.train.precision, packing=packing_choice(config)))
     if distributed and torch.distributed.get_rank() == 0:
         torch.distributed.barrier()
     print(f"reference cache {'hit' if hit else 'built'}: {key[:12]} ({len(sequences)} sequences)")
     return cache
 
 
-def _cache_sequences(items):
+def _cache_sequences(items, prefix=""):
     """(key, prompt_ids, completion_ids) for every sequence a step will ask the reference for."""
     for i, item in enumerate(items):
         if hasattr(item, "chosen_ids"):
-            yield f"{i}:chosen", item.prompt_ids, item.chosen_ids
-            yield f"{i}:rejected", item.prompt_ids, item.rejected_ids
+            yield f"{prefix}{i}:chosen", item.prompt_ids, item.chosen_ids
+            yield f"{prefix}{i}:rejected", item.prompt_ids, item.rejected_ids
         elif hasattr(item, "responses_ids"):
             for j, ids in enumerate(item.responses_ids):
-                yield f"{i}:response{j}", item.prompt_ids, ids
+                yield f"{prefix}{i}:response{j}", item.prompt_ids, ids
         else:
-            yield f"{i}:completion", item.prompt_ids, item.completion_ids
+            yield f"{prefix}{i}:completion", item.prompt_ids, item.completion_ids
 
 
 def _evaluator(step, size: int, batch_size: int, policy: torch.nn.Module):

@@ -1,0 +1,218 @@
+"""Prefix sharing and padding-free packing: a whole batch through the backbone as one row.
+
+Example: ``layout = pack(batch); hidden = packed_hidden(backbone, layout)  # (1, T, H)``
+
+Rows of a :class:`SequenceBatch` with the same ``groups`` id share their prompt (chosen and
+rejected of a pair, the K responses of a ranked example, KTO's mismatched completion). Each group
+is laid out once as ``[prompt, completion 1, completion 2, ...]`` and all groups are concatenated
+into a single row with no padding. Position ids restart every completion right after its prompt,
+and attention inside a group is a tree: the prompt attends causally to itself, each completion
+to the prompt and causally to itself, never to a sibling completion or to another group. So every
+completion sees exactly what it sees in its own right-padded row (the plain path), the prompt is
+encoded once per group, and no position is padding; the results agree with the plain path up to
+float rounding (tests check loss and gradients within 1e-5).
+
+The tree attention runs group by group (``scaled_dot_product_attention`` with the group's mask),
+as an attention function registered with transformers' ``AttentionInterface`` and switched on for
+the packed call only. Models whose attention is plain scaled dot-product over RoPE positions
+(:data:`PACKABLE_MODEL_TYPES`) take this path; others keep the plain path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alignlab.train.batching import SequenceBatch
+
+ATTENTION_NAME = "alignlab_packed"
+"""The name of the tree attention in transformers' ``AttentionInterface``."""
+LAYOUT_KWARG = "alignlab_layout"
+"""The keyword under which the layout reaches the attention function through the model."""
+PACKABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+"""Model types whose attention layers call the interface with only what the tree attention
+honours (scaling, dropout, GQA, sliding window) and take RoPE positions from ``position_ids``;
+each is parity-tested. Others (softcapping, attention sinks, ALiBi, learned positions) are not."""
+
+
+@dataclass
+class PackedLayout:
+    """Where every token of a batch goes in the packed row, and what it may attend to."""
+
+    input_ids: Tensor
+    """(1, T) the packed tokens."""
+    position_ids: Tensor
+    """(1, T) each token's position in its own (unpacked) sequence."""
+    spans: list[tuple[int, int]]
+    """[start, end) of each group in the packed row."""
+    segments: list[Tensor]
+    """Per group (T_g,): 0 on the prompt, k on the k-th completion."""
+    predictors: Tensor
+    """(C,) packed index of the hidden state that predicts each completion token, in the
+    row-major order of ``batch.completion_mask``."""
+    targets: Tensor
+    """(C,) the completion tokens, same order."""
+    rows: int
+    """Rows of the unpacked batch (N)."""
+    _masks: dict[int | None, list[Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def positions(self) -> int:
+        """Token positions the backbone runs (T): each shared prompt counted once, no padding."""
+        return self.input_ids.shape[1]
+
+    def attention_masks(self, sliding_window: int | None = None) -> list[Tensor]:
+        """Per group the (T_g, T_g) bool tree mask (True: may attend); built once per layout."""
+        if sliding_window not in self._masks:
+            masks = []
+            for (start, end), segment in zip(self.spans, self.segments, strict=True):
+                position = self.position_ids[0, start:end]
+                allowed = position[None, :] <= position[:, None]  # (query, key): causal
+                allowed &= (segment[None, :] == 0) | (segment[None, :] == segment[:, None])
+                if sliding_window is not None:
+                    allowed &= position[:, None] - position[None, :] < sliding_window
+                masks.append(allowed)
+            self._masks[sliding_window] = masks
+        return self._masks[sliding_window]
+
+
+def pack(batch: SequenceBatch) -> PackedLayout:
+    """The packed layout of a right-padded prompt + completion batch (``collate_sequences``)."""
+    ids = batch.input_ids
+    attention, completion = batch.attention_mask.bool(), batch.completion_mask.bool()
+    n, length = ids.shape
+    ends = attention.sum(-1)
+    prompts = ends - completion.sum(-1)
+    position = torch.arange(length, device=ids.device)
+    real = position < ends[:, None]
+    if not (torch.equal(attention, real) and torch.equal(completion, real & (position >= prompts[:, None]))):
+        raise ValueError("pack needs right-padded rows of prompt then completion tokens (collate_sequences)")
+    ends_list, prompt_list = ends.tolist(), prompts.tolist()
+    if min(prompt_list) < 1:
+        raise ValueError("every row needs at least one prompt token (BOS) to predict its first completion token")
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(batch.groups.tolist() if batch.groups is not None else range(n)):
+        members.setdefault(group, []).append(row)
+
+    source, positions, spans, segments = [], [], [], []
+    predictors: list[Tensor] = [torch.empty(0, dtype=torch.long)] * n
+    shared_rows, offset = [], 0
+    for rows in members.values():
+        first, p = rows[0], prompt_list[rows[0]]
+        if any(prompt_list[r] != p for r in rows):
+            raise ValueError(f"rows {rows} share a group but not their prompt length")
+        shared_rows += [(r, first, p) for r in rows[1:]]
+        start = offset
+        source.append(first * length + torch.arange(p))
+        positions.append(torch.arange(p))
+        segment = [torch.zeros(p, dtype=torch.long)]
+        offset += p
+        for k, row in enumerate(rows, 1):
+            count = ends_list[row] - p
+            source.append(row * length + torch.arange(p, ends_list[row]))
+            positions.append(torch.arange(p, ends_list[row]))
+            segment.append(torch.full((count,), k, dtype=torch.long))
+            # The first completion token is predicted by the prompt's last position, the others
+            # by the completion token before them.
+            predictors[row] = torch.cat([torch.tensor([start + p - 1]), offset + torch.arange(max(count - 1, 0))])[:count]
+            offset += count
+        spans.append((start, offset))
+        segments.append(torch.cat(segment).to(ids.device))
+    if shared_rows:  # one comparison, one sync: the rows of a group must really share the prompt
+        same = [torch.equal(ids[r, :p], ids[f, :p]) for r, f, p in shared_rows]
+        if not all(same):
+            bad = [r for (r, _, _), ok in zip(shared_rows, same, strict=True) if not ok]
+            raise ValueError(f"rows {bad} are grouped with rows whose prompt tokens differ")
+    source_index = torch.cat(source).to(ids.device)
+    return PackedLayout(
+        input_ids=ids.reshape(-1)[source_index].unsqueeze(0),
+        position_ids=torch.cat(positions).to(ids.device).unsqueeze(0),
+        spans=spans,
+        segments=segments,
+        predictors=torch.cat(predictors).to(ids.device),
+        targets=ids[completion],
+        rows=n,
+    )
+
+
+def supports_packing(model: Any) -> bool:
+    """Whether ``model`` (an HF causal LM, PEFT-wrapped or not) can run the packed forward."""
+    config = getattr(_unwrap(model), "config", None)
+    return getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES and _register()
+
+
+def packed_hidden(backbone: nn.Module, layout: PackedLayout) -> Tensor:
+    """(1, T, H) final hidden states of the packed row (the backbone of a packable model)."""
+    with _tree_attention(backbone.config):
+        return backbone(input_ids=layout.input_ids, position_ids=layout.position_ids, use_cache=False,
+                        **{LAYOUT_KWARG: layout}).last_hidden_state
+
+
+def tree_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
+    """Attention of a packed row, group by group; query (1, heads, T, d), key/value (1, kv heads,
+    T, d); returns (1, T, heads, d) as transformers' attention functions do."""
+    layout: PackedLayout | None = kwargs.get(LAYOUT_KWARG)
+    if layout is None:  # not a packed call (the switch is scoped, so this is a safety net)
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    for unsupported in ("softcap", "s_aux", "position_bias"):
+        if kwargs.get(unsupported) is not None:
+            raise NotImplementedError(f"packed attention does not implement {unsupported!r}")
+    gqa = query.shape[1] != key.shape[1]
+    outputs = [
+        F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                       attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+        for (start, end), mask in zip(layout.spans, layout.attention_masks(kwargs.get("sliding_window")),
+                                      strict=True)
+    ]
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _unwrap(model: Any) -> Any:
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+_registered: list[bool] = []
+
+
+def _register() -> bool:
+    """Register the tree attention with transformers once; False if this version has no interface."""
+    if not _registered:
+        try:
+            from transformers import AttentionInterface
+        except ImportError:
+            _registered.append(False)
+        else:
+            AttentionInterface.register(ATTENTION_NAME, tree_attention)
+            _registered.append(True)
+    return _registered[0]
+
+
+@contextmanager
+def _tree_attention(config: Any) -> Iterator[None]:
+    """The model's attention layers call :func:`tree_attention` inside, their own after. With no
+    mask function registered under the name, transformers builds no (T, T) mask for the call."""
+    previous = config._attn_implementation
+    config._attn_implementation = ATTENTION_NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
