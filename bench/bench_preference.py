@@ -50,8 +50,18 @@ from typing import Any
 MODELS = {
     "a": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
     "b": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=2048),
+    # GPU shapes (random init, vocabulary as the real model's; the tokenizer uses its first 8,192 ids)
+    "smollm2": dict(num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                    intermediate_size=1536, vocab_size=49152),
+    "qwen2.5-0.5b": dict(architecture="qwen2", num_hidden_layers=24, hidden_size=896, num_attention_heads=14,
+                         num_key_value_heads=2, intermediate_size=4864, vocab_size=151936),
 }
-TOOLS = ("alignlab", "alignlab_cache", "trl", "trl_precompute")
+TOOLS = ("alignlab", "alignlab_copy", "trl", "trl_precompute")
+"""alignlab as configured by default (reference "auto": the persistent cache, built in the run;
+packing on), alignlab with a frozen reference copy, TRL's DPOTrainer as is and with
+precompute_ref_log_probs=True."""
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+"""Dense bf16 peak of the card (NVIDIA data sheets, SXM parts), for model FLOPs utilisation."""
 BATCH, BETA, LR, WARMUP_STEPS, VOCAB = 8, 0.1, 1e-6, 2, 8192
 
 
@@ -62,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=512)
     parser.add_argument("--alternations", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast with float32 weights, for both tools")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the chip's dense bf16 peak for MFU (default: looked up from the CUDA device name)")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     parser.add_argument("--out", default="runs/bench/preference.json")
     parser.add_argument("--workdir", default=None, help="keep the model, tokenizer, data and runs here "
@@ -89,7 +104,7 @@ def sentence(rng: random.Random, words: list[str], weights: list[float], n: int)
 def prepare(workdir: Path, model_key: str, pairs: int, seed: int = 0) -> dict[str, Any]:
     """Tokenizer + random model + JSONL pairs in ``workdir``; returns token statistics."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     from alignlab.models.tokenizers import train_bpe_tokenizer
 
@@ -99,13 +114,17 @@ def prepare(workdir: Path, model_key: str, pairs: int, seed: int = 0) -> dict[st
     corpus = [" ".join(sentence(rng, words, weights, rng.randint(5, 20)) for _ in range(5)) for _ in range(20000)]
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=VOCAB)
     model_dir = workdir / f"model_{model_key}"
-    config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=MODELS[model_key]["num_attention_heads"],
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **MODELS[model_key])
+    shape = dict(MODELS[model_key])
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[
+        shape.pop("architecture", "llama")]
+    shape.setdefault("num_key_value_heads", shape["num_attention_heads"])
+    shape.setdefault("vocab_size", len(tokenizer))
+    config = config_class(max_position_embeddings=2048, tie_word_embeddings=True,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id, **shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        model = model_class(config).to(torch.float32)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     params = sum(p.numel() for p in model.parameters())
@@ -129,7 +148,7 @@ def prepare(workdir: Path, model_key: str, pairs: int, seed: int = 0) -> dict[st
             r = len(tokenizer(rejected, add_special_tokens=False)["input_ids"]) + 1
             counts.append((p, c, r))
     mean = [statistics.mean(x[i] for x in counts) for i in range(3)]
-    return {"model_dir": str(model_dir), "data": str(data), "params": params, "vocab": len(tokenizer),
+    return {"model_dir": str(model_dir), "data": str(data), "params": params, "vocab": config.vocab_size,
             "mean_prompt_tokens": mean[0], "mean_chosen_tokens": mean[1], "mean_rejected_tokens": mean[2],
             "tokens_per_pair": sum(mean), "tokens_per_step": BATCH * sum(mean)}
 
@@ -146,9 +165,10 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_alignlab(setup: dict[str, Any], steps: int, out_dir: Path, reference: str = "copy") -> list[float]:
-    """``reference="cache"`` builds the persistent reference cache afresh in this run (its build is
-    in the wall time, like TRL's precompute pass); later runs and sweeps would reuse it."""
+def run_alignlab(setup: dict[str, Any], args: argparse.Namespace, out_dir: Path, reference: str) -> list[float]:
+    """``reference="auto"`` (the default: the persistent cache) builds the cache afresh in this run,
+    in a folder of its own, so its build is in the wall time like TRL's precompute pass; later
+    runs and sweeps would reuse it."""
     from rich.console import Console
 
     from alignlab.config import RunConfig, from_dict
@@ -159,9 +179,9 @@ def run_alignlab(setup: dict[str, Any], steps: int, out_dir: Path, reference: st
         "model": {"name_or_path": setup["model_dir"], "dtype": "float32"},
         "tokenize": {"max_length": 1024},
         "train": {"loss": "dpo", "loss_kwargs": {"beta": BETA}, "lr": LR, "batch_size": BATCH,
-                  "max_steps": steps, "schedule": "linear", "warmup_ratio": 0.0, "reference": reference,
+                  "max_steps": args.steps, "schedule": "linear", "warmup_ratio": 0.0, "reference": reference,
                   "cache_dir": str(out_dir / "cache"),
-                  "precision": "fp32", "max_grad_norm": 1.0, "device": "cpu", "log_every": 1,
+                  "precision": args.dtype, "max_grad_norm": 1.0, "device": args.device, "log_every": 1,
                   "output_dir": str(out_dir), "seed": 0},
     })
     run_training(config, console=Console(quiet=True))
@@ -169,7 +189,7 @@ def run_alignlab(setup: dict[str, Any], steps: int, out_dir: Path, reference: st
     return [r["seconds"] for r in records if r.get("split") == "train"]
 
 
-def run_trl(setup: dict[str, Any], steps: int, out_dir: Path, precompute: bool) -> list[float]:
+def run_trl(setup: dict[str, Any], args: argparse.Namespace, out_dir: Path, precompute: bool) -> list[float]:
     import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -191,9 +211,10 @@ def run_trl(setup: dict[str, Any], steps: int, out_dir: Path, precompute: bool) 
     model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], dtype=torch.float32)
     config = DPOConfig(
         output_dir=str(out_dir), beta=BETA, loss_type=["sigmoid"], learning_rate=LR,
-        per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, max_steps=steps,
+        per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, max_steps=args.steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, max_length=1024,
+        bf16=args.dtype == "bf16", fp16=False, gradient_checkpointing=False, use_cpu=args.device == "cpu",
+        max_length=1024,
         precompute_ref_log_probs=precompute, eval_strategy="no", save_strategy="no", logging_strategy="no",
         report_to=[], disable_tqdm=True, dataloader_num_workers=0, seed=0)
     timer = StepTimes()
@@ -212,51 +233,80 @@ def child(args: argparse.Namespace) -> int:
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench_{args.child}_", dir=args.workdir))
     started = time.perf_counter()
     if args.child.startswith("alignlab"):
-        seconds = run_alignlab(setup, args.steps, out_dir, "cache" if args.child == "alignlab_cache" else "copy")
+        seconds = run_alignlab(setup, args, out_dir, "copy" if args.child == "alignlab_copy" else "auto")
     else:
-        seconds = run_trl(setup, args.steps, out_dir, precompute=args.child == "trl_precompute")
+        seconds = run_trl(setup, args, out_dir, precompute=args.child == "trl_precompute")
     wall = time.perf_counter() - started
+    gpu_peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
     Path(args.result).write_text(json.dumps({"tool": args.child, "step_seconds": seconds, "wall_s": wall,
-                                             "peak_rss_bytes": peak_rss_bytes(),
+                                             "peak_rss_bytes": peak_rss_bytes(), "peak_gpu_bytes": gpu_peak,
                                              "threads": torch.get_num_threads()}))
     return 0
 
 
 # ---- parent: alternate, summarise, print ---------------------------------------------------------
 
-def summarise(runs: list[dict[str, Any]], setup: dict[str, Any], steps: int, pairs: int) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], setup: dict[str, Any], args: argparse.Namespace,
+              peak_flops: float | None) -> dict[str, Any]:
     per_run = []
     for run in runs:
         steady = run["step_seconds"][WARMUP_STEPS:] or run["step_seconds"]
         per_run.append({"s_per_step": statistics.median(steady), "wall_s": run["wall_s"],
-                        "peak_rss_gib": run["peak_rss_bytes"] / 2**30})
+                        "peak_rss_gib": run["peak_rss_bytes"] / 2**30,
+                        "peak_gpu_gib": (run.get("peak_gpu_bytes") or 0) / 2**30})
     s = statistics.median(r["s_per_step"] for r in per_run)
     wall = statistics.median(r["wall_s"] for r in per_run)
-    epoch_steps = -(-pairs // BATCH)
-    return {"s_per_step": s, "tokens_per_s": setup["tokens_per_step"] / s, "wall_s": wall,
-            "epoch_wall_s_estimate": wall + (epoch_steps - steps) * s,
-            "peak_rss_gib": statistics.median(r["peak_rss_gib"] for r in per_run), "runs": per_run}
+    epoch_steps = -(-args.pairs // BATCH)
+    out = {"s_per_step": s, "tokens_per_s": setup["tokens_per_step"] / s, "wall_s": wall,
+           "epoch_wall_s_estimate": wall + (epoch_steps - args.steps) * s,
+           "peak_rss_gib": statistics.median(r["peak_rss_gib"] for r in per_run), "runs": per_run}
+    if args.device == "cuda":
+        out["peak_gpu_gib"] = statistics.median(r["peak_gpu_gib"] for r in per_run)
+        # Model FLOPs of the useful tokens (each prompt once, no padding): 6 × params × tokens.
+        out["mfu"] = 6 * setup["params"] * setup["tokens_per_step"] / s / peak_flops if peak_flops else None
+    return out
 
 
 def table(summary: dict[str, dict[str, Any]], steps: int) -> str:
-    rows = [f"| tool | s/step | tokens/s | wall ({steps} steps) | epoch wall (est.) | peak RSS |",
-            "|---|---|---|---|---|---|"]
+    gpu = any("mfu" in r for r in summary.values())
+    extra = " peak GPU memory | MFU |" if gpu else ""
+    rows = [f"| tool | s/step | tokens/s | wall ({steps} steps) | epoch wall (est.) | peak RSS |{extra}",
+            "|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
     for tool, r in summary.items():
+        cells = ""
+        if gpu:
+            mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
+            cells = f" {r['peak_gpu_gib']:.2f} GiB | {mfu} |"
         rows.append(f"| {tool} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['wall_s']:.1f} s | "
-                    f"{r['epoch_wall_s_estimate']:.1f} s | {r['peak_rss_gib']:.2f} GiB |")
+                    f"{r['epoch_wall_s_estimate']:.1f} s | {r['peak_rss_gib']:.2f} GiB |{cells}")
     ours = [t for t in summary if t.startswith("alignlab")]
+    memory = "peak GPU memory" if gpu else "peak RSS"
     if ours:
-        rows += ["", "| alignlab / baseline | tokens/s (speed-up) | s/step | epoch wall | peak RSS |",
+        rows += ["", f"| alignlab / baseline | tokens/s (speed-up) | s/step | epoch wall | {memory} |",
                  "|---|---|---|---|---|"]
     for name in ours:
         a = summary[name]
+        key = "peak_gpu_gib" if gpu else "peak_rss_gib"
         for tool, r in summary.items():
             if tool.startswith("trl"):
                 rows.append(f"| {name} vs {tool} | {a['tokens_per_s'] / r['tokens_per_s']:.2f}× | "
                             f"{a['s_per_step'] / r['s_per_step']:.2f}× | "
                             f"{a['epoch_wall_s_estimate'] / r['epoch_wall_s_estimate']:.2f}× | "
-                            f"{a['peak_rss_gib'] / r['peak_rss_gib']:.2f}× |")
+                            f"{a[key] / r[key]:.2f}× |")
     return "\n".join(rows)
+
+
+def peak_bf16_flops(args: argparse.Namespace) -> tuple[float | None, str]:
+    """The chip's dense bf16 peak (FLOP/s) and its name; (None, name) when unknown."""
+    if args.device != "cuda":
+        return None, platform.processor() or platform.machine()
+    import torch
+
+    name = torch.cuda.get_device_name()
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12, name
+    known = [tflops for key, tflops in PEAK_BF16_TFLOPS.items() if key in name]
+    return (known[0] * 1e12 if known else None), name
 
 
 def versions() -> dict[str, str]:
@@ -278,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench_preference: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 2
     if args.steps < WARMUP_STEPS + 2:
         print("bench_preference: --steps must be at least 4", file=sys.stderr)
         return 2
@@ -305,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         for tool in tools:
             result = workdir / f"result_{tool}_{alternation}.json"
             command = [sys.executable, __file__, "--child", tool, "--workdir", str(workdir), "--steps",
-                       str(args.steps), "--threads", str(args.threads), "--result", str(result)]
+                       str(args.steps), "--threads", str(args.threads), "--device", args.device,
+                       "--dtype", args.dtype, "--result", str(result)]
             t0 = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
@@ -317,10 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             steady = statistics.median(run["step_seconds"][WARMUP_STEPS:])
             print(f"[{alternation + 1}/{args.alternations}] {tool}: {steady:.3f} s/step, wall {run['wall_s']:.1f} s, "
                   f"peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB ({time.perf_counter() - t0:.0f} s)", flush=True)
-    summary = {tool: summarise(rs, setup, args.steps, args.pairs) for tool, rs in runs.items()}
+    peak, chip = peak_bf16_flops(args)
+    summary = {tool: summarise(rs, setup, args, peak) for tool, rs in runs.items()}
     text = table(summary, args.steps)
-    info = versions()
-    print(f"\nDPO sigmoid β={BETA}, batch {BATCH} pairs, fp32, CPU {args.threads} threads, model ({args.model}) "
+    info = {**versions(), "chip": chip}
+    where = f"CUDA ({chip})" if args.device == "cuda" else f"CPU {args.threads} threads"
+    print(f"\nDPO sigmoid β={BETA}, batch {BATCH} pairs, {args.dtype}, {where}, model ({args.model}) "
           f"{setup['params'] / 1e6:.1f}M params, {args.steps} steps × {args.alternations} alternations; "
           f"torch {info['torch']}, transformers {info['transformers']}, trl {info['trl']}\n")
     print(text)

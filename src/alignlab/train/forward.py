@@ -16,6 +16,7 @@ from torch import nn
 
 from alignlab.logprobs import LogProbs, completion_logps, head_logps, reduce_token_logps
 from alignlab.train.batching import SequenceBatch
+from alignlab.train.lean import lean_layers, lean_modules
 from alignlab.train.packing import pack, packed_hidden, supports_packing
 
 
@@ -38,9 +39,10 @@ class CompletionLogps(nn.Module):
     """A causal LM as a module whose forward returns completion log-probs.
 
     ``packing``: True runs each batch as one packed row with its shared prompts encoded once
-    (models of :data:`~alignlab.train.packing.PACKABLE_MODEL_TYPES`, else an error), False the
-    plain right-padded batch, None (default) packs where the model supports it. Both give the
-    same :class:`LogProbs` up to float rounding.
+    (models of :data:`~alignlab.train.packing.PACKABLE_MODEL_TYPES`, else an error), and its
+    norms and MLPs keep fewer tensors for the backward (:mod:`alignlab.train.lean`); False runs
+    the plain right-padded batch through the model's own layers; None (default) packs where the
+    model supports it. Both give the same :class:`LogProbs` up to float rounding.
 
     Wrapping this (not the LM) in DistributedDataParallel keeps gradient synchronisation intact:
     DDP only sees a forward that goes through its own ``forward``.
@@ -56,12 +58,14 @@ class CompletionLogps(nn.Module):
             raise ValueError(f"packing is not supported for model type {model_type!r}; "
                              "set train.packing=off (or auto)")
         self.packing = supported if packing is None else packing
+        self.lean = lean_modules(model) if self.packing else []
 
     def forward(self, batch: SequenceBatch) -> LogProbs:
         backbone, head = split_model(self.model)
         if self.packing:
             layout = pack(batch)
-            hidden = packed_hidden(backbone, layout)[0]  # (T, H)
+            with lean_layers(self.lean):
+                hidden = packed_hidden(backbone, layout)[0]  # (T, H)
             logps = head_logps(hidden.index_select(0, layout.predictors), layout.targets, head,
                                chunk_size=self.chunk_size)
             mask = batch.completion_mask.bool()
