@@ -182,7 +182,8 @@ def tree_attention(
         for (start, end), mask in zip(layout.spans, layout.attention_masks(kwargs.get("sliding_window")),
                                       strict=True)
     ]
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+    # One copy into the (1, T, heads, d) layout the output projection reads.
+    return torch.cat([out.transpose(1, 2) for out in outputs], dim=1), None
 
 
 def _unwrap(model: Any) -> Any:
