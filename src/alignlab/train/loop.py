@@ -105,6 +105,8 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         self._resume()
+        if not self.sharded:
+            allocate_adamw_state(self.optimizer)
         last: dict[str, float] = {}
         device = next(iter(self.params)).device
         with self._progress() as progress:
@@ -305,3 +307,30 @@ def _fusable(params: list[torch.Tensor], sharded: bool) -> bool | None:
     the default implementation."""
     fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return True if fusable and not sharded else None
+
+
+def allocate_adamw_state(optimizer: torch.optim.Optimizer) -> None:
+    """AdamW's moments allocated now, before the first forward, instead of inside the first step.
+
+    Allocated lazily, they land in the memory the first step's activations just freed, and every
+    later step's activations need fresh memory: about 0.2 GB more peak RSS for a 91M-parameter
+    model on CPU. These are the tensors AdamW would create (zeros, and its step count with the
+    dtype and device it uses), so training is bit-identical (tested); options that keep more
+    state (amsgrad, capturable, differentiable) are left to AdamW.
+    """
+    if not isinstance(optimizer, torch.optim.AdamW):
+        return
+    if any(g.get("amsgrad") or g.get("capturable") or g.get("differentiable") for g in optimizer.param_groups):
+        return
+    plain_step = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state[param]
+            if state:  # restored from a checkpoint
+                continue
+            if group.get("fused"):
+                state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            else:
+                state["step"] = torch.tensor(0.0, dtype=plain_step)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
