@@ -58,8 +58,6 @@ class PackedLayout:
     row-major order of ``batch.completion_mask``."""
     targets: Tensor
     """(C,) the completion tokens, same order."""
-    rows: int
-    """Rows of the unpacked batch (N)."""
     _masks: dict[int | None, list[Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -119,16 +117,17 @@ def pack(batch: SequenceBatch) -> PackedLayout:
             positions.append(torch.arange(p, ends_list[row]))
             segment.append(torch.full((count,), k, dtype=torch.long))
             # The first completion token is predicted by the prompt's last position, the others
-            # by the completion token before them.
-            predictors[row] = torch.cat([torch.tensor([start + p - 1]), offset + torch.arange(max(count - 1, 0))])[:count]
+            # by the completion token before them (none for an empty completion).
+            before = torch.cat([torch.tensor([start + p - 1]), offset + torch.arange(max(count - 1, 0))])
+            predictors[row] = before[:count]
             offset += count
         spans.append((start, offset))
         segments.append(torch.cat(segment).to(ids.device))
-    if shared_rows:  # one comparison, one sync: the rows of a group must really share the prompt
-        same = [torch.equal(ids[r, :p], ids[f, :p]) for r, f, p in shared_rows]
-        if not all(same):
-            bad = [r for (r, _, _), ok in zip(shared_rows, same, strict=True) if not ok]
-            raise ValueError(f"rows {bad} are grouped with rows whose prompt tokens differ")
+    if shared_rows:  # the rows of a group must really share the prompt (one check, one sync)
+        row, first, length_of = (torch.tensor(column, device=ids.device) for column in zip(*shared_rows, strict=True))
+        differs = ((ids[row] != ids[first]) & (position < length_of[:, None])).any(-1)
+        if differs.any():
+            raise ValueError(f"rows {row[differs].tolist()} are grouped with rows whose prompt tokens differ")
     source_index = torch.cat(source).to(ids.device)
     return PackedLayout(
         input_ids=ids.reshape(-1)[source_index].unsqueeze(0),
@@ -137,7 +136,6 @@ def pack(batch: SequenceBatch) -> PackedLayout:
         segments=segments,
         predictors=torch.cat(predictors).to(ids.device),
         targets=ids[completion],
-        rows=n,
     )
 
 
