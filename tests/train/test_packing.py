@@ -28,6 +28,7 @@ from transformers import (
 from alignlab.data.tokenize import TokenizedRanked
 from alignlab.losses.dpo import dpo
 from alignlab.models.ref_cache import RefCache
+from alignlab.train import packing
 from alignlab.train.batching import SequenceBatch, collate_ranked, collate_sequences
 from alignlab.train.forward import CompletionLogps, sequence_logps
 from alignlab.train.packing import ATTENTION_NAME, pack, supports_packing
@@ -91,9 +92,10 @@ def test_layout_of_one_pair_is_prompt_then_both_completions_with_restarted_posit
     layout = pack(batch)
     assert layout.input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
     assert layout.position_ids.tolist() == [[0, 1, 2, 3, 4, 3]]
-    assert layout.spans == [(0, 6)]
     # 8 is predicted by the prompt's last token (packed 2), 9 by 8 (packed 3), 10 by the prompt.
     assert layout.predictors.tolist() == [2, 3, 2] and layout.targets.tolist() == [8, 9, 10]
+    (group,) = layout.segments  # a pair: one call with the group's tree mask
+    assert group.span == (0, 6) and group.branches.tolist() == [0, 0, 0, 1, 1, 2]
     (mask,) = layout.attention_masks()
     assert mask[5].tolist() == [True, True, True, False, False, True]  # 10 never sees 8 or 9
     assert mask[4].tolist() == [True, True, True, True, True, False]
@@ -102,11 +104,42 @@ def test_layout_of_one_pair_is_prompt_then_both_completions_with_restarted_posit
     assert window[5].tolist() == [False, False, True, False, False, True]
 
 
-def test_rows_without_shared_prompt_are_packed_back_to_back_without_padding() -> None:
-    rows = [([1, 2], [3]), ([4, 5, 6, 7], [8, 9, 10])]
+def test_many_long_completions_attend_in_the_split_form() -> None:
+    rows = [([1, 2], [3 + k] * 6) for k in range(4)]
     layout = pack(collate_sequences(rows, pad_id=0))
-    assert layout.input_ids.tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
-    assert layout.spans == [(0, 3), (3, 10)] and layout.positions == 10
+    # (2 + 24)² scores as one tree would be more than twice 2² + 4·6·(2 + 6): split.
+    assert [(s.span, s.keys) for s in layout.segments] == [((0, 2), ((0, 2),))] + [
+        ((2 + 6 * k, 8 + 6 * k), ((0, 2), (2 + 6 * k, 8 + 6 * k))) for k in range(4)]
+    masks = layout.attention_masks()
+    assert masks[0] is None  # the prompt: plain causal
+    assert masks[1].shape == (6, 8) and masks[1][0].tolist() == [True, True, True] + [False] * 5
+    assert masks[1][5].all()
+    (_, window, *_) = layout.attention_masks(sliding_window=2)
+    assert window[0].tolist() == [False, True, True] + [False] * 5  # position 2 sees 1 and 2
+
+
+def test_rows_without_shared_prompt_are_packed_back_to_back_without_padding() -> None:
+    rows = [([1, 2], [3]), ([4, 5, 6, 7], [8, 9, 10]), ([11], [])]
+    layout = pack(collate_sequences(rows, pad_id=0))
+    assert layout.input_ids.tolist() == [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]] and layout.positions == 11
+    assert [s.span for s in layout.segments] == [(0, 3), (3, 10), (10, 11)]
+    assert all(m is None for m in layout.attention_masks())  # each row alone: plain causal
+
+
+def test_attention_cost_stays_linear_in_the_number_of_completions() -> None:
+    rows = grouped_sequences(groups=3, per_group=6, seed=9)
+    layout = pack(collate_sequences(rows, pad_id=0))
+    scores = sum(m.numel() for m in layout.attention_masks(sliding_window=10**6))
+    prompts = {tuple(p) for p, _ in rows}
+    split = sum(len(p) ** 2 for p in prompts) + sum(len(c) * (len(p) + len(c)) for p, c in rows)
+    assert scores <= packing.TREE_COST_RATIO * split
+
+
+@pytest.fixture(params=["tree", "split"])
+def form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every shared group as one tree-masked call, or every one split (both must agree)."""
+    monkeypatch.setattr(packing, "TREE_COST_RATIO", float("inf") if request.param == "tree" else 0.0)
+    return request.param
 
 
 def test_rows_grouped_with_another_prompt_are_refused() -> None:
@@ -126,7 +159,7 @@ def test_left_padded_rows_are_refused() -> None:
 # ---- parity with the plain path ------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2", "qwen3"])
-def test_dpo_loss_and_gradients_match_the_plain_path(kind: str) -> None:
+def test_dpo_loss_and_gradients_match_the_plain_path(kind: str, form: str) -> None:
     model = make_model(kind)
     rows = grouped_sequences(groups=3, per_group=2, seed=1)
     batch = collate_sequences(rows, pad_id=0)
@@ -147,7 +180,7 @@ def test_dpo_loss_and_gradients_match_the_plain_path(kind: str) -> None:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_k_responses_token_weights_and_an_empty_completion_match() -> None:
+def test_k_responses_token_weights_and_an_empty_completion_match(form: str) -> None:
     model = make_model()
     rows = grouped_sequences(groups=2, per_group=3, seed=3, empty=True)
     g = torch.Generator().manual_seed(4)
@@ -163,7 +196,7 @@ def test_k_responses_token_weights_and_an_empty_completion_match() -> None:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_ranked_batches_with_placeholders_and_kto_mismatched_rows_match() -> None:
+def test_ranked_batches_with_placeholders_and_kto_mismatched_rows_match(form: str) -> None:
     model = make_model()
     g = torch.Generator().manual_seed(5)
     items = [TokenizedRanked(ids(g, 2, 6), tuple(ids(g, 1, 5) for _ in range(k)), None) for k in (3, 2)]
