@@ -148,12 +148,9 @@ def completion_mask_from_lengths(
 def _head(lm_head: nn.Module | Tensor, bias: Tensor | None, upcast: bool) -> Callable:
     """The projection hidden (c, H) -> logits (c, V) under the precision policy."""
     if isinstance(lm_head, nn.Module):
-        hooked = (
-            lm_head._forward_hooks or lm_head._forward_pre_hooks or hasattr(lm_head, "_hf_hook")
-        )
         # Only a plain, unhooked Linear may be bypassed: a LoRA wrapper, an FSDP-sharded or an
         # offloaded head does its work in forward (hooks) and must be called.
-        if type(lm_head) is not nn.Linear or hooked:
+        if type(lm_head) is not nn.Linear or hooked(lm_head):
             return lm_head
         lm_head, bias = lm_head.weight, lm_head.bias
     weight = lm_head
@@ -166,6 +163,12 @@ def _head(lm_head: nn.Module | Tensor, bias: Tensor | None, upcast: bool) -> Cal
             return F.linear(h.float(), weight.float(), None if bias is None else bias.float())
 
     return project
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether ``module`` does work in hooks (FSDP, accelerate offloading): it must be called, not
+    bypassed with its weights."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"))
 
 
 def _chunk_logps(head: Callable, hidden: Tensor, targets: Tensor) -> Tensor:

@@ -58,13 +58,13 @@ class CompletionLogps(nn.Module):
             raise ValueError(f"packing is not supported for model type {model_type!r}; "
                              "set train.packing=off (or auto)")
         self.packing = supported if packing is None else packing
-        self.lean = lean_modules(model) if self.packing else []
+        self._lean: list[nn.Module] | None = None  # found on the first forward with gradients
 
     def forward(self, batch: SequenceBatch) -> LogProbs:
         backbone, head = split_model(self.model)
         if self.packing:
             layout = pack(batch)
-            with lean_layers(self.lean):
+            with lean_layers(self._lean_modules() if torch.is_grad_enabled() else []):
                 hidden = packed_hidden(backbone, layout)[0]  # (T, H)
             logps = head_logps(hidden.index_select(0, layout.predictors), layout.targets, head,
                                chunk_size=self.chunk_size)
@@ -76,6 +76,14 @@ class CompletionLogps(nn.Module):
                           use_cache=False).last_hidden_state  # (N, L, H)
         return completion_logps(hidden, head, batch.input_ids, batch.completion_mask,
                                 chunk_size=self.chunk_size, token_weights=batch.token_weights)
+
+
+    def _lean_modules(self) -> list[nn.Module]:
+        """The norms and MLPs that keep fewer tensors for the backward (nothing to keep without
+        gradients: reference and scoring passes run the model's own layers)."""
+        if self._lean is None:
+            self._lean = lean_modules(self.model)
+        return self._lean
 
 
 def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024,

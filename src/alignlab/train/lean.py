@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alignlab.logprobs import hooked
+
 LEAN_MLP = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 """MLP classes computing ``down_proj(silu(gate_proj(x)) * up_proj(x))``."""
 LEAN_NORM = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
@@ -122,9 +124,5 @@ def _plain_swiglu(module: nn.Module) -> bool:
     projections = [getattr(module, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
     activation = type(getattr(module, "act_fn", None)).__name__
     # A LoRA- or otherwise wrapped projection does work of its own: that module keeps its forward.
-    return (all(type(p) is nn.Linear and p.bias is None and not _hooked(p) for p in projections)
+    return (all(type(p) is nn.Linear and p.bias is None and not hooked(p) for p in projections)
             and activation in ("SiLU", "SiLUActivation"))
-
-
-def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"))
