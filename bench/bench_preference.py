@@ -1,7 +1,8 @@
-"""DPO training speed and memory: alignlab against TRL's DPOTrainer, side by side, on CPU.
+"""DPO training speed and memory: alignlab against TRL's DPOTrainer, side by side.
 
-Run: ``.venv/bin/python bench/bench_preference.py [--model a|b] [--steps N] [--pairs N]
-[--alternations N] [--threads N] [--out runs/bench/preference.json]``
+Run: ``.venv/bin/python bench/bench_preference.py [--model a|b|smollm2|qwen2.5-0.5b] [--steps N]
+[--pairs N] [--alternations N] [--threads N] [--tools ...] [--device cpu|cuda] [--dtype fp32|bf16]
+[--out runs/bench/preference.json]``
 
 Needs the bench extra (``pip install -e '.[bench]'``: TRL is only a baseline, never imported by
 alignlab itself). Setup (issue 7, ../shared/ANCHORS.md §8): a byte-level BPE tokenizer with a
@@ -12,14 +13,15 @@ run loads the same weights; 512 synthetic pairs (prompt ≈ 64, completions ≈ 
 written as TRL-standard prompt/chosen/rejected JSONL that both tools read.
 
 DPO sigmoid, β = 0.1, batch 8 pairs, lr 1e-6 linear decay, no warm-up, grad-norm clip 1.0, plain
-AdamW (``optim=adamw_torch`` for TRL, as alignlab), fp32 on CPU for both: TRL's ``DPOConfig``
-defaults to bf16 autocast and gradient checkpointing even on CPU, both switched off here. No
+AdamW (``optim=adamw_torch`` for TRL; alignlab uses the fused kernel), fp32 on CPU for both:
+TRL's ``DPOConfig`` defaults to bf16 autocast and gradient checkpointing even on CPU, both
+switched off here (``--device cuda --dtype bf16``: bf16 autocast for both, float32 weights; the
+SmolLM2-135M and Qwen2.5-0.5B shapes are for that, with peak GPU memory and MFU reported). No
 evaluation, no logging, no checkpoints for TRL; alignlab always writes its final checkpoint and
 model (counted in its wall time).
 
-Each run is its own subprocess, so peak RSS (VmHWM) is per tool; the tools alternate:
-alignlab (reference = frozen copy), TRL default, TRL with ``precompute_ref_log_probs=True``,
-repeated ``--alternations`` times. Reported per tool (medians over alternations):
+Each run is its own subprocess, so peak RSS (VmHWM) is per tool; the tools (:data:`TOOLS`)
+alternate, repeated ``--alternations`` times. Reported per tool (medians over alternations):
 
 - s/step: median optimizer-step time over steps after a 2-step warm-up (alignlab: ``seconds``
   in metrics.jsonl; TRL: the time between consecutive ``on_step_end`` callbacks);
