@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alignlab.train.batching import collate_sequences  # noqa: E402
-from alignlab.train.forward import CompletionLogps  # noqa: E402
-from alignlab.train.lean import lean_layers, lean_modules  # noqa: E402
-from alignlab.train.packing import pack, packed_hidden  # noqa: E402
+from alignlab.forward import (
+    CompletionLogps,  # noqa: E402
+    collate_sequences,  # noqa: E402
+)
+from alignlab.forward.lean import lean_layers, lean_modules  # noqa: E402
+from alignlab.forward.packing import pack, packed_hidden  # noqa: E402
 from bench_preference import MODELS  # noqa: E402
 
 VOCAB, PAIRS = 8192, 8

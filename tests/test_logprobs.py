@@ -10,37 +10,49 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode  # no public equivalent sees backward
 
-from alignlab.logprobs import (
-    LogProbs,
-    completion_logps,
-    completion_mask_from_lengths,
-    logps_from_logits,
-)
+from alignlab.logprobs import LogProbs, completion_logps, reduce_token_logps
 
 B, L, H, V = 3, 17, 32, 1000
 PROMPTS = torch.tensor([4, 2, 7])
 TOTALS = torch.tensor([17, 9, 12])  # completions of 13, 7 and 5 tokens
 
 
-def naive(logits: Tensor, ids: Tensor, mask: Tensor, weights: Tensor | None = None) -> dict:
+def naive(logits: Tensor, ids: Tensor, mask: Tensor) -> dict:
     """The textbook computation, position by position: token t is scored by the logits at t-1."""
     logp = torch.log_softmax(logits.float(), -1)  # (B, L, V)
-    sums, wsums, wnorms, counts, tokens = [], [], [], [], torch.zeros(ids.shape)
+    sums, counts, tokens = [], [], torch.zeros(ids.shape)
     for b in range(ids.shape[0]):
         terms = [(t, logp[b, t - 1, ids[b, t]]) for t in range(1, ids.shape[1]) if mask[b, t]]
         for t, value in terms:
             tokens[b, t] = value.detach()
         sums.append(sum((v for _, v in terms), torch.tensor(0.0)))
         counts.append(len(terms))
-        if weights is not None:
-            wsums.append(sum((weights[b, t] * v for t, v in terms), torch.tensor(0.0)))
-            wnorms.append(sum(float(weights[b, t]) for t, _ in terms))
     out = {"sum": torch.stack(sums), "tokens": tokens, "counts": torch.tensor(counts).float()}
     out["mean"] = out["sum"] / out["counts"].clamp(min=1)
-    if weights is not None:
-        out["weighted_sum"] = torch.stack(wsums)
-        out["weighted_mean"] = out["weighted_sum"] / torch.tensor(wnorms)
     return out
+
+
+def logps_from_logits(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> LogProbs:
+    """The plain vectorised path from full (B, L, V) logits: log_softmax, then gather."""
+    mask = completion_mask.bool()
+    if mask[:, 0].any():
+        raise ValueError("completion_mask is True at position 0")
+    shifted = mask[:, 1:]  # (B, L-1)
+    ids = torch.where(shifted, input_ids[:, 1:], 0)  # masked-out ids may be padding
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids.unsqueeze(-1))
+    tokens = torch.nn.functional.pad(torch.where(shifted, logp.squeeze(-1), 0.0), (1, 0))  # (B, L)
+    return reduce_token_logps(tokens, mask)
+
+
+def completion_mask_from_lengths(prompt_lengths: Tensor, total_lengths: Tensor, length: int,
+                                 padding_side: str) -> Tensor:
+    """(B, length) bool mask of the completion positions, given the unpadded lengths per row."""
+    if (prompt_lengths < 1).any():
+        raise ValueError("every row needs a prompt length of at least 1")
+    positions = torch.arange(length)  # (L,)
+    offset = length - total_lengths if padding_side == "left" else torch.zeros_like(total_lengths)
+    start, end = (offset + prompt_lengths).unsqueeze(1), (offset + total_lengths).unsqueeze(1)
+    return (positions >= start) & (positions < end)
 
 
 def layout(padding_side: str) -> tuple[Tensor, Tensor]:
@@ -76,24 +88,21 @@ def test_mask_from_lengths_marks_the_completion_on_either_side() -> None:
 @pytest.mark.parametrize("chunk_size", [1, 3, 1024])
 def test_chunked_matches_naive_values_and_gradients(padding_side: str, chunk_size: int) -> None:
     ids, mask = layout(padding_side)
-    weights = torch.rand(B, L, generator=torch.Generator().manual_seed(2)) + 0.5
     hidden, weight, bias = random_head()
 
     h1, w1, b1 = leaves(hidden, weight, bias)
-    fast = completion_logps(
-        h1, w1, ids, mask, bias=b1, chunk_size=chunk_size, token_weights=weights
-    )
+    fast = completion_logps(h1, w1, ids, mask, bias=b1, chunk_size=chunk_size)
     h2, w2, b2 = leaves(hidden, weight, bias)
-    slow = naive(h2 @ w2.T + b2, ids, mask, weights)
+    slow = naive(h2 @ w2.T + b2, ids, mask)
 
-    for name in ("sum", "mean", "tokens", "counts", "weighted_sum", "weighted_mean"):
+    for name in ("sum", "mean", "tokens", "counts"):
         torch.testing.assert_close(getattr(fast, name), slow[name], atol=1e-5, rtol=0, msg=name)
     assert fast.counts.tolist() == [13, 7, 5]
 
     # A loss that touches every output, so each one's gradient is compared.
     probe = torch.tensor([1.0, -2.0, 0.5])
     for r in (vars(fast), slow):
-        (probe * (r["sum"] + r["mean"] + r["weighted_sum"] + r["weighted_mean"])).sum().backward()
+        (probe * (r["sum"] + r["mean"])).sum().backward()
     for name, a, b in (("hidden", h1, h2), ("weight", w1, w2), ("bias", b1, b2)):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=0, msg=name)
     # Prompt and padding positions, and the last position (it predicts nothing), get no gradient.
@@ -261,20 +270,18 @@ def test_no_logits_beyond_a_chunk_exist_or_are_kept_for_backward() -> None:
 def test_empty_completion_gives_zeros_without_nan() -> None:
     ids, mask = layout("right")
     mask[1] = False
-    weights = torch.ones(B, L)
     hidden, weight = leaves(*random_head()[:2])
-    result = completion_logps(hidden, weight, ids, mask, token_weights=weights)
+    result = completion_logps(hidden, weight, ids, mask)
     assert result.counts[1] == 0 and result.sum[1] == 0 and result.mean[1] == 0
-    assert result.weighted_sum[1] == 0 and result.weighted_mean[1] == 0
-    (result.mean + result.weighted_mean).sum().backward()
+    result.mean.sum().backward()
     assert torch.isfinite(hidden.grad).all() and torch.isfinite(weight.grad).all()
 
     nothing = completion_logps(hidden, weight, ids, torch.zeros(B, L, dtype=torch.bool))
     assert isinstance(nothing, LogProbs) and nothing.sum.tolist() == [0.0, 0.0, 0.0]
     nothing.mean.sum().backward()  # still part of the graph
 
-    plain = logps_from_logits(torch.randn(B, L, V), ids, mask, weights)
-    assert plain.mean[1] == 0 and plain.weighted_mean[1] == 0
+    plain = logps_from_logits(torch.randn(B, L, V), ids, mask)
+    assert plain.mean[1] == 0
 
 
 def test_mask_at_position_zero_or_wrong_shape_raises() -> None:

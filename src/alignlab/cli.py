@@ -79,10 +79,10 @@ def cmd_data_formats(args: argparse.Namespace, console: Console) -> int:
 
     table = Table("columns", "records", "published", "what")
     table.columns.insert(0, Column("format", no_wrap=True))  # the name users type: never cut
-    for entry in sorted(FORMATS.entries(), key=lambda e: e.contract["priority"]):
+    for entry in sorted(FORMATS.entries(), key=lambda e: e.contract.priority):
         doc = (entry.obj.__doc__ or "").strip().splitlines()[0]
-        table.add_row(entry.name, ", ".join(entry.contract["columns"]), entry.contract["kind"],
-                      "yes" if entry.contract["published"] else "", doc)
+        table.add_row(entry.name, ", ".join(entry.contract.columns), entry.contract.kind,
+                      "yes" if entry.contract.published else "", doc)
     console.print(table)
     return 0
 
@@ -106,9 +106,9 @@ def cmd_losses_list(args: argparse.Namespace, console: Console) -> int:
     table.columns.insert(0, Column("loss", no_wrap=True))
     for entry in LOSSES.entries():
         c = entry.contract
-        short = c["paper"].split(",")[0]  # "Rafailov et al. 2023"; `show` gives the full reference
-        table.add_row(entry.name, c["data"], c["logps"], "yes" if c["needs_ref"] else "",
-                      "yes" if c["verified"] else "[yellow]no[/]", escape(f"{short}; {c['equation']}"))
+        short = c.paper.split(",")[0]  # "Rafailov et al. 2023"; `show` gives the full reference
+        table.add_row(entry.name, c.data, c.logps, "yes" if c.needs_ref else "",
+                      "yes" if c.verified else "[yellow]no[/]", escape(f"{short}; {c.equation}"))
     console.print(table)
     return 0
 
@@ -120,11 +120,11 @@ def cmd_losses_show(args: argparse.Namespace, console: Console) -> int:
 
     entry = get_loss(args.name)
     c = entry.contract
-    console.print(f"[bold]{entry.name}[/]  {escape(c['paper'])}, {escape(c['equation'])}")
-    console.print(f"data: {c['data']}   log-probs: {c['logps']}   needs reference: {c['needs_ref']}   "
-                  f"verified: {c['verified']}")
-    console.print(f"inputs: {', '.join(c['inputs'])}")
-    hyper = ", ".join(f"{h.name}={h.default!r}" for h in c["hyperparameters"]) or "none"
+    console.print(f"[bold]{entry.name}[/]  {escape(c.paper)}, {escape(c.equation)}")
+    console.print(f"data: {c.data}   log-probs: {c.logps}   needs reference: {c.needs_ref}   "
+                  f"verified: {c.verified}")
+    console.print(f"inputs: {', '.join(c.inputs)}")
+    hyper = ", ".join(f"{h.name}={h.default!r}" for h in c.hyperparameters) or "none"
     console.print(f"hyperparameters: {escape(hyper)}\n")
     console.print(inspect.getdoc(entry.obj) or "", markup=False, highlight=False)
     return 0

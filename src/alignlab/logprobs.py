@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +20,13 @@ class LogProbs:
     """Log-probs over completion tokens; every field is float32."""
 
     sum: Tensor
-    """(B,) Σ_t log p(y_t | x, y_<t) over completion tokens: S(y) of METHODS.md §0."""
+    """(B,) S(y) = Σ_t log p(y_t | x, y_<t) over the completion tokens."""
     mean: Tensor
-    """(B,) sum / count, A(y) of METHODS.md §0; 0 for a sequence without completion tokens."""
+    """(B,) A(y) = S(y) / |y|, the length-normalised score; 0 for a sequence without completion tokens."""
     tokens: Tensor
     """(B, L) log-prob of the token at each position; 0 where the mask is False."""
     counts: Tensor
-    """(B,) number of completion tokens."""
-    weighted_sum: Tensor | None = None
-    """(B,) Σ_t w_t log p_t, when token weights are given."""
-    weighted_mean: Tensor | None = None
-    """(B,) Σ_t w_t log p_t / Σ_t w_t, when token weights are given; 0 where Σ_t w_t = 0."""
+    """(B,) number of completion tokens |y|."""
 
 
 def completion_logps(
@@ -42,7 +37,6 @@ def completion_logps(
     *,
     bias: Tensor | None = None,
     chunk_size: int = 1024,
-    token_weights: Tensor | None = None,
     upcast: bool = True,
 ) -> LogProbs:
     """Log-probs of the completion tokens, projecting only the hidden states that predict them.
@@ -60,7 +54,7 @@ def completion_logps(
     matmul speed. ``upcast=False`` computes the matmul in the weight's dtype like the model's own
     forward, then upcasts; any other head module is always called as is, then upcast.
     """
-    mask = _check(hidden, input_ids, completion_mask, token_weights)
+    mask = _check(hidden, input_ids, completion_mask)
     batch, length, width = hidden.shape
     rows = mask[:, 1:].nonzero()  # (N, 2): (sequence, position of the predicting hidden state)
     flat = rows[:, 0] * length + rows[:, 1]  # (N,) rows of the flattened (B·L, H) hidden states
@@ -68,7 +62,7 @@ def completion_logps(
     selected = hidden.reshape(batch * length, width).index_select(0, flat)  # (N, H)
     logps = head_logps(selected, targets, lm_head, bias=bias, chunk_size=chunk_size, upcast=upcast)
     tokens = logps.new_zeros(batch * length).index_copy(0, flat + 1, logps).view(batch, length)
-    return reduce_token_logps(tokens, mask, token_weights)
+    return reduce_token_logps(tokens, mask)
 
 
 def head_logps(
@@ -83,7 +77,7 @@ def head_logps(
     """(N,) float32 log p(targets[i] | selected[i]): the output layer on N hidden states (N, H)
     only, ``chunk_size`` rows at a time, each chunk recomputed in the backward instead of kept.
     The core of :func:`completion_logps`, for callers that pick the hidden states themselves
-    (the packed forward of :mod:`alignlab.train.packing`)."""
+    (the packed forward of :mod:`alignlab.forward.packing`)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     head = _head(lm_head, bias, upcast)
@@ -104,45 +98,6 @@ def head_logps(
         else:
             pieces.append(_chunk_logps(head, h, y))
     return torch.cat(pieces)  # (N,)
-
-
-def logps_from_logits(
-    logits: Tensor,
-    input_ids: Tensor,
-    completion_mask: Tensor,
-    token_weights: Tensor | None = None,
-) -> LogProbs:
-    """The plain path from full (B, L, V) logits: log_softmax in float32, then gather."""
-    mask = _check(logits, input_ids, completion_mask, token_weights)
-    shifted = mask[:, 1:]  # (B, L-1)
-    # Masked-out ids may be -100 or padding: gather a valid id there and discard it.
-    ids = torch.where(shifted, input_ids[:, 1:], 0)
-    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids.unsqueeze(-1))
-    # where, not a product: a fully masked padding row may hold NaN logits.
-    logp = torch.where(shifted, logp.squeeze(-1), 0.0)  # (B, L-1)
-    tokens = F.pad(logp, (1, 0))  # (B, L): position 0 never holds a completion token
-    return reduce_token_logps(tokens, mask, token_weights)
-
-
-def completion_mask_from_lengths(
-    prompt_lengths: Tensor,
-    total_lengths: Tensor,
-    length: int,
-    padding_side: Literal["left", "right"],
-) -> Tensor:
-    """(B, length) bool mask of the completion positions, given the unpadded lengths per row."""
-    if (prompt_lengths < 1).any() or (total_lengths < prompt_lengths).any():
-        raise ValueError(
-            "every row needs 1 <= prompt length <= total length: the first completion token is "
-            "predicted from the last prompt token (use at least a BOS token as the prompt)"
-        )
-    if (total_lengths > length).any():
-        raise ValueError(f"a total length exceeds the padded length {length}")
-    positions = torch.arange(length, device=total_lengths.device)  # (L,)
-    offset = length - total_lengths if padding_side == "left" else torch.zeros_like(total_lengths)
-    start = (offset + prompt_lengths).unsqueeze(1)  # (B, 1)
-    end = (offset + total_lengths).unsqueeze(1)
-    return (positions >= start) & (positions < end)
 
 
 def _head(lm_head: nn.Module | Tensor, bias: Tensor | None, upcast: bool) -> Callable:
@@ -176,38 +131,24 @@ def _chunk_logps(head: Callable, hidden: Tensor, targets: Tensor) -> Tensor:
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - logits.logsumexp(-1)  # (c,)
 
 
-def reduce_token_logps(tokens: Tensor, mask: Tensor, token_weights: Tensor | None) -> LogProbs:
-    """A :class:`LogProbs` from per-token log-probs ``tokens`` (B, L), 0 off ``mask`` (B, L) bool.
-
-    The reduction every path shares (chunked head, full logits, cached reference): sum, mean over
-    the completion tokens, and with ``token_weights`` (B, L) the weighted sum and mean.
-    """
+def reduce_token_logps(tokens: Tensor, mask: Tensor) -> LogProbs:
+    """A :class:`LogProbs` from per-token log-probs ``tokens`` (B, L), 0 off ``mask`` (B, L) bool:
+    the reduction every path shares (chunked head, packed forward, cached reference)."""
     counts = mask.sum(-1).float()  # (B,)
     total = tokens.sum(-1)
-    weighted_sum = weighted_mean = None
-    if token_weights is not None:
-        weights = torch.where(mask, token_weights.float(), 0.0)  # weights off completion ignored
-        weighted_sum = (tokens * weights).sum(-1)
-        norm = weights.sum(-1)
-        safe = torch.where(norm == 0, 1.0, norm)  # no 0/0, which would also poison the gradient
-        weighted_mean = torch.where(norm == 0, 0.0, weighted_sum / safe)
-    return LogProbs(total, total / counts.clamp(min=1), tokens, counts, weighted_sum, weighted_mean)
+    return LogProbs(total, total / counts.clamp(min=1), tokens, counts)
 
 
-def _check(
-    outputs: Tensor, input_ids: Tensor, mask: Tensor, token_weights: Tensor | None
-) -> Tensor:
+def _check(outputs: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
     """Validate shapes and the mask; return the mask as bool."""
     if outputs.dim() != 3:
         raise ValueError(
-            f"expected hidden states or logits of shape (B, L, ·), got {outputs.shape}"
+            f"expected hidden states of shape (B, L, H), got {outputs.shape}"
         )
     shape = outputs.shape[:2]
     for name, tensor in (("input_ids", input_ids), ("completion_mask", mask)):
         if tensor.shape != shape:
             raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
-    if token_weights is not None and token_weights.shape != shape:
-        raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}, expected {shape}")
     mask = mask.bool()
     if mask[:, 0].any():
         bad = mask[:, 0].nonzero().flatten().tolist()

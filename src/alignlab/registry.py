@@ -1,15 +1,17 @@
-"""One registry for everything chosen by name in a config: losses, rewards, decoders, metrics.
+"""One registry class for everything chosen by name: losses, data formats, data kinds.
 
-Example: ``@LOSSES.register("dpo", needs_ref=True, logps="sum")``, then ``LOSSES.get("dpo").obj``
+Example: ``@LOSSES.register("dpo", LossContract(...))``, then ``LOSSES.get("dpo").obj``
+
+An entry pairs the object with its contract: a frozen dataclass of the registry's own type
+(:class:`~alignlab.losses.contract.LossContract`, :class:`~alignlab.data.formats.FormatSpec`)
+that says what callers must provide and where the object comes from.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 from alignlab.errors import ConfigError
@@ -33,17 +35,18 @@ class Entry:
 
     name: str
     obj: Any
-    contract: Mapping[str, Any]
+    contract: Any
+    """A frozen dataclass (or None), of the type the registry's owner defines."""
 
 
 class Registry:
-    """Named objects of one kind (``"loss"``, ``"reward"`` ...), each with a read-only contract."""
+    """Named objects of one kind (``"loss"``, ``"data format"`` ...), each with its contract."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, **contract: Any) -> Callable[[T], T]:
+    def register(self, name: str, contract: Any = None) -> Callable[[T], T]:
         """Decorator that registers an object under ``name`` and returns it unchanged."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a {self.kind} name must be a non-empty string, got {name!r}")
@@ -55,7 +58,7 @@ class Registry:
                     f"{self.kind} '{name}' is already registered (by {previous}); "
                     f"choose another name for {_qualname(obj)}"
                 )
-            self._entries[name] = Entry(name, obj, MappingProxyType(dict(contract)))
+            self._entries[name] = Entry(name, obj, contract)
             return obj
 
         return decorate
@@ -76,37 +79,6 @@ class Registry:
     def entries(self) -> list[Entry]:
         """Registered entries, sorted by name."""
         return [self._entries[name] for name in self.names()]
-
-    def check_kwargs(self, name: str, kwargs: Mapping[str, Any]) -> None:
-        """Raise :class:`ConfigError` if a key of ``kwargs`` is not a keyword parameter of ``name``.
-
-        Catches a typo in ``train.loss_kwargs`` at config time instead of as a ``TypeError`` deep
-        inside the first training step.
-        """
-        entry = self.get(name)
-        if not isinstance(kwargs, Mapping):
-            raise ConfigError(
-                f"hyperparameters of {self.kind} '{name}' must be a mapping, "
-                f"got {type(kwargs).__name__}"
-            )
-        try:
-            parameters = inspect.signature(entry.obj).parameters.values()
-        except (TypeError, ValueError):
-            return  # no introspectable signature (a builtin): the call itself will check
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            return
-        accepted = [
-            p.name
-            for p in parameters
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        ]
-        for key in kwargs:
-            if key not in accepted:
-                listed = ", ".join(accepted) if accepted else "none"
-                raise ConfigError(
-                    f"unknown hyperparameter {key!r} for {self.kind} '{name}'."
-                    f"{suggest(str(key), accepted)} Accepted: {listed}"
-                )
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -133,7 +105,5 @@ def _qualname(obj: Any) -> str:
 
 
 LOSSES = Registry("loss")
-REWARDS = Registry("reward")
-DECODERS = Registry("decoder")
-METRICS = Registry("metric")
 FORMATS = Registry("data format")
+DATA_KINDS = Registry("data kind")

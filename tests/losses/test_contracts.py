@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import alignlab.losses  # noqa: F401  (registers every loss)
-from alignlab.losses.contract import CONTRACT_KEYS, INPUTS
+from alignlab.kinds import DATA_KINDS
+from alignlab.losses.contract import INPUTS, LossContract
 from alignlab.registry import LOSSES
 
 B, T, K, M, S = 6, 7, 3, 2, 4
@@ -26,11 +27,11 @@ def make_inputs(entry, extreme: float | None = None, dtype=torch.float64, seed: 
     def uniform(shape, low, high):
         return (low + (high - low) * torch.rand(shape, generator=g, dtype=torch.float64)).to(dtype)
 
-    logps = entry.contract["logps"]
+    logps = entry.contract.logps
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[:, T - 2:] = torch.rand(B, 2, generator=g) > 0.5  # ragged ends, >= T-2 tokens each
     made = {}
-    for name in entry.contract["inputs"]:
+    for name in entry.contract.inputs:
         if name in ("chosen_mask", "rejected_mask", "mask"):
             made[name] = mask
         elif name.endswith("_tokens"):
@@ -39,13 +40,13 @@ def make_inputs(entry, extreme: float | None = None, dtype=torch.float64, seed: 
                 tokens = torch.full((B, T), -extreme if name.startswith("policy") else -0.01, dtype=dtype)
             made[name] = tokens * mask
         elif name in LOGPROB_INPUTS:
-            shape = (B, K) if entry.contract["data"] == "ranked" else (B,)
+            shape = (B, K) if entry.contract.data == "ranked" else (B,)
             low, high = (-3.0, -0.05) if logps == "mean" else (-40.0, -1.0)
             made[name] = uniform(shape, low, high)
             if extreme is not None:
                 made[name] = torch.full(shape, -extreme if name.startswith("policy") else -0.01, dtype=dtype)
         elif name in ("chosen_lengths", "rejected_lengths", "lengths"):
-            shape = (B, K) if entry.contract["data"] == "ranked" else (B,)
+            shape = (B, K) if entry.contract.data == "ranked" else (B,)
             made[name] = torch.randint(1, 20, shape, generator=g).to(dtype)
         elif name in ("chosen_weights", "rejected_weights"):
             made[name] = uniform((B, T), 1.0, 3.0)
@@ -80,7 +81,7 @@ def make_inputs(entry, extreme: float | None = None, dtype=torch.float64, seed: 
 
 def trainable(entry) -> list[str]:
     """The inputs a model would produce with gradients: policy log-probs, rewards, logits."""
-    return [n for n in entry.contract["inputs"]
+    return [n for n in entry.contract.inputs
             if n.startswith("policy") or n.endswith("_rewards") or n == "step_logits"]
 
 
@@ -90,15 +91,16 @@ def run(entry, inputs):
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_contract_is_complete(entry):
-    assert set(CONTRACT_KEYS) <= set(entry.contract)
-    assert entry.contract["logps"] in ("sum", "mean", "token", "none")
-    assert entry.contract["data"] in ("paired", "unpaired", "ranked", "judged", "sft", "reward", "prm")
-    assert isinstance(entry.contract["verified"], bool)
+    assert isinstance(entry.contract, LossContract)
+    assert entry.contract.logps in ("sum", "mean", "token", "none")
+    # Every loss trains on a registered data kind, but PRM's step-labelled data (not read yet).
+    assert entry.contract.data in DATA_KINDS or entry.contract.data == "prm"
+    assert isinstance(entry.contract.verified, bool)
     doc = inspect.getdoc(entry.obj) or ""
-    surname = entry.contract["paper"].split()[0].strip(",")
+    surname = entry.contract.paper.split()[0].strip(",")
     assert surname in doc, f"docstring of {entry.name} should name the paper ({surname})"
     assert "=" in doc, f"docstring of {entry.name} should write the equation"
-    if not entry.contract["verified"]:
+    if not entry.contract.verified:
         assert "unverified" in doc.lower(), f"{entry.name} is unverified: its docstring must say so"
 
 
@@ -148,12 +150,12 @@ def test_bf16_close_to_fp32(entry):
     torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=5e-2)
 
 
-@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.contract["needs_ref"]],
-                         ids=[e.name for e in ENTRIES if e.contract["needs_ref"]])
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.contract.needs_ref],
+                         ids=[e.name for e in ENTRIES if e.contract.needs_ref])
 def test_reference_changes_the_loss(entry):
     inputs = make_inputs(entry)
     base, _ = run(entry, inputs)
-    for name in [n for n in entry.contract["inputs"] if n.startswith("ref") or n == "kl_ref"]:
+    for name in [n for n in entry.contract.inputs if n.startswith("ref") or n == "kl_ref"]:
         moved = dict(inputs)
         # One entry only (example 0, or response 0 of ranked data): shifting a whole ranked row
         # by a constant is an exact invariance of listwise losses, as a shared shift is for DPO.

@@ -1,5 +1,6 @@
-"""Closed-form values and identities of the paired DPO variants (ANCHORS.md §1a, METHODS.md §2,
-§18): nca, apo_zero, apo_down, sppo_hard, exo, bco_pair, ddpo and dense_token_weights.
+"""Closed-form values and identities of the paired DPO variants (the ``loss_type`` options of TRL's
+``DPOTrainer``; pairwise BCO, Jung et al. 2024, arXiv 2404.04656; dense DPO of RLHF-V, Yu et al. 2024,
+Eq. 5): nca, apo_zero, apo_down, sppo_hard, exo, bco_pair, ddpo and dense_token_weights.
 
 Each test's docstring gives the derivation of the expected number. The running example is
 ρ_w = −10 − (−12) = 2, ρ_l = −20 − (−19) = −1, Δ = 3, usually with β = 0.5 (r_w = 1, r_l = −0.5).
@@ -56,7 +57,8 @@ def grad_chosen(fn, inputs: tuple[torch.Tensor, ...], **kw) -> float:
 
 
 def test_contracts_and_paper_defaults():
-    """Every variant needs the reference; defaults are the papers' (TRL paper index, §18)."""
+    """Every variant needs the reference; defaults are the papers' (TRL's paper index; for ddpo
+    the RLHF-V paper's β = 0.5 with its weighted mean, Eq. 5)."""
     expected = {
         "nca": ("sum", {"beta": 0.01}),
         "apo_zero": ("sum", {"beta": 0.1}),
@@ -68,9 +70,9 @@ def test_contracts_and_paper_defaults():
     }
     for name, (logps, hyper) in expected.items():
         contract = LOSSES.get(name).contract
-        assert contract["needs_ref"] and contract["data"] == "paired" and contract["logps"] == logps
-        assert {h.name: h.default for h in contract["hyperparameters"]} == hyper
-    assert LOSSES.get("ddpo").contract["inputs"] == (
+        assert contract.needs_ref and contract.data == "paired" and contract.logps == logps
+        assert {h.name: h.default for h in contract.hyperparameters} == hyper
+    assert LOSSES.get("ddpo").contract.inputs == (
         "policy_chosen_tokens", "policy_rejected_tokens",
         "ref_chosen_tokens", "ref_rejected_tokens", "chosen_mask", "rejected_mask",
         "chosen_weights", "rejected_weights")

@@ -1,5 +1,6 @@
-"""Closed-form values and identities of the reference-free losses (METHODS.md Baselines: SimPO, CPO,
-ORPO; §4 AFT). Each test's docstring gives the derivation of the expected number.
+"""Closed-form values and identities of the reference-free losses: SimPO (Meng et al. 2024), CPO
+(Xu et al. 2024), ORPO (Hong et al. 2024) and AFT (Wang et al. 2023, arXiv 2309.02144; its constraint
+forms unverified). Each test's docstring gives the derivation of the expected number.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def ranked(s: list[float], scores: list[float], mask: list[bool] | None = None) 
 
 
 def test_aft_one_pair_is_softplus():
-    """(i) One positive (s_p = −1.2), one negative (s_n = −0.7): L_A = softplus(s_n − s_p) =
+    """One positive (s_p = −1.2), one negative (s_n = −0.7): L_A = softplus(s_n − s_p) =
     log(1 + e^0.5) for "none", "detached" and "boundary" (0.5 > −τ); "boundary_threshold" adds
     log(1 + e^(T − s_n)), T = s_p − B = −2.2, i.e. log(1 + e^−1.5)."""
     for constraint in ("none", "detached", "boundary"):
@@ -156,7 +157,7 @@ def test_aft_one_pair_is_softplus():
 
 
 def test_aft_detached_stops_the_negative_gradient():
-    """(ii) d = s_n − s_p = 0.5. "none": ∂L/∂s_p = −σ(d), ∂L/∂s_n = +σ(d) (negatives pushed down).
+    """d = s_n − s_p = 0.5. "none": ∂L/∂s_p = −σ(d), ∂L/∂s_n = +σ(d) (negatives pushed down).
     "detached": ∂L/∂s_n = 0 and ∂L/∂s_p = −σ(d) unchanged."""
     for constraint, negative_grad in (("none", sigmoid(0.5)), ("detached", 0.0)):
         s, scores, mask = ranked([-1.2, -0.7], [1, 0])
@@ -166,7 +167,7 @@ def test_aft_detached_stops_the_negative_gradient():
 
 
 def test_aft_boundary_stops_pushing_past_tau():
-    """(iii) s_p − s_n = 1.5 > τ = 1: max(s_n − s_p, −τ) = −1, L = log(1 + e^−1), gradient 0.
+    """s_p − s_n = 1.5 > τ = 1: max(s_n − s_p, −τ) = −1, L = log(1 + e^−1), gradient 0.
     Inside the boundary (s_p − s_n = 0.5) the gradient is the unconstrained one, ∓σ(−0.5)."""
     s, scores, mask = ranked([-1.0, -2.5], [1, 0])
     losses, _ = aft(s, scores, mask, constraint="boundary", tau=1.0)
@@ -276,7 +277,7 @@ def test_contracts():
     }
     for name, (logps, data, verified, inputs, hyper) in expected.items():
         contract = LOSSES.get(name).contract
-        assert contract["needs_ref"] is False
-        assert (contract["logps"], contract["data"], contract["verified"]) == (logps, data, verified)
-        assert contract["inputs"] == inputs
-        assert {h.name: h.default for h in contract["hyperparameters"]} == hyper
+        assert contract.needs_ref is False
+        assert (contract.logps, contract.data, contract.verified) == (logps, data, verified)
+        assert contract.inputs == inputs
+        assert {h.name: h.default for h in contract.hyperparameters} == hyper

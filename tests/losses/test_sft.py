@@ -1,5 +1,5 @@
-"""Closed-form values and identities of the SFT and unlearning losses (NLL, PoFT from METHODS.md §5,
-gradient ascent, NPO). Each test's docstring gives the derivation of the expected number.
+"""Closed-form values and identities of the SFT and unlearning losses (NLL; PoFT, Fan et al. 2025,
+§3; gradient ascent; NPO). Each test's docstring gives the derivation of the expected number.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def test_poft_closed_form():
 
 
 def test_poft_gradient_is_weighted_cross_entropy():
-    """(i) r_θ = A(y) = −nll ⇒ ∇L_PoFT = σ(r̄ − r_θ) · ∇L_CE, on the logits of a real softmax."""
+    """r_θ = A(y) = −nll ⇒ ∇L_PoFT = σ(r̄ − r_θ) · ∇L_CE, on the logits of a real softmax."""
     logits, tokens, mask = token_logps()
     ce, _ = nll(tokens, mask)
     ce_grads = [torch.autograd.grad(ce[i], logits, retain_graph=True)[0] for i in range(2)]
@@ -73,7 +73,7 @@ def test_poft_gradient_is_weighted_cross_entropy():
 
 
 def test_poft_limits():
-    """(ii) r̄ = −1e4 ≪ r_θ: L = log(1 + e^−9999) = 0 and ∂L/∂r_θ = −σ(−9999) = 0.
+    """r̄ = −1e4 ≪ r_θ: L = log(1 + e^−9999) = 0 and ∂L/∂r_θ = −σ(−9999) = 0.
     r̄ = 0 ≫ r_θ = −50: weight σ(50) ≈ 1, L = 50 + log(1 + e^−50), ∂L/∂r_θ = −1 (cross-entropy)."""
     policy = t(-1.0).requires_grad_()
     losses, _ = poft(policy, t(-1e4, -1e4)[None])
@@ -87,7 +87,7 @@ def test_poft_limits():
 
 
 def test_poft_permutation_invariant():
-    """(iii) L depends on the aligned LLMs only through their mean: any column order, same loss."""
+    """L depends on the aligned LLMs only through their mean: any column order, same loss."""
     aligned = t(-1.0, -2.5, -0.25, -3.0, -1.125, -0.5).reshape(2, 3)
     base, _ = poft(t(-1.0, -2.0), aligned)
     for order in ([2, 0, 1], [1, 2, 0], [2, 1, 0]):
@@ -167,6 +167,6 @@ def test_contracts():
     }
     for name, (needs_ref, logps, inputs, hyper) in expected.items():
         contract = LOSSES.get(name).contract
-        assert (contract["needs_ref"], contract["logps"], contract["data"]) == (needs_ref, logps, "sft")
-        assert contract["inputs"] == inputs and contract["verified"] is True
-        assert {h.name: h.default for h in contract["hyperparameters"]} == hyper
+        assert (contract.needs_ref, contract.logps, contract.data) == (needs_ref, logps, "sft")
+        assert contract.inputs == inputs and contract.verified is True
+        assert {h.name: h.default for h in contract.hyperparameters} == hyper

@@ -1,4 +1,5 @@
-"""Closed-form values and identities of KTO and BCO (METHODS.md, Baselines: KTO, and §2).
+"""Closed-form values and identities of KTO (Ethayarajh et al. 2024) and BCO (Jung et al. 2024,
+arXiv 2404.04656).
 
 Each test's docstring gives the derivation of the expected number.
 """
@@ -87,7 +88,7 @@ def test_kto_finite_for_extreme_and_bf16_inputs():
 
 
 def test_bco_is_log2_at_init():
-    """§2 (i): r = βρ = 0 and δ = 0 ⇒ −log σ(0) = log 2 for both labels (weights 1)."""
+    """r = βρ = 0 and δ = 0 ⇒ −log σ(0) = log 2 for both labels (weights 1)."""
     losses, metrics = bco(t(-5.0, -9.0), t(-5.0, -9.0), torch.tensor([True, False]),
                           torch.tensor(0.0), t(1.0, 1.0))
     assert losses.tolist() == pytest.approx([LOG2, LOG2], abs=1e-12)
@@ -108,7 +109,7 @@ def test_bco_closed_form_with_shift_and_weights():
 
 
 def test_bco_split_pair_equals_bco_pair():
-    """§2 (iii): a pair split into (y_w, desirable) and (y_l, undesirable), δ = 0, weights 1: the
+    """a pair split into (y_w, desirable) and (y_l, undesirable), δ = 0, weights 1: the
     two losses sum to TRL's bco_pair, −log σ(βρ_w) − log σ(−βρ_l). β = 0.5, ρ_w = 2, ρ_l = −1:
     log(1 + e^−1) + log(1 + e^−0.5)."""
     losses, _ = bco(t(-10.0, -20.0), t(-12.0, -19.0), torch.tensor([True, False]),
@@ -131,7 +132,7 @@ def test_bco_gradient_signs_and_delta_detached():
 
 
 def test_running_mean_first_update_is_the_batch_mean():
-    """§2 (ii): mean 0, count 0, then one update ⇒ δ = mean of the batch rewards (numpy); a second
+    """mean 0, count 0, then one update ⇒ δ = mean of the batch rewards (numpy); a second
     batch gives the mean of all rewards seen, (n₁m₁ + n₂m₂)/(n₁ + n₂): numpy on the concatenation.
     """
     rng = np.random.default_rng(0)
@@ -162,13 +163,13 @@ def test_running_mean_save_restore_round_trip():
     for s in (state, restored):
         s.update({"rewards": t(2.0, 0.1)})
     assert restored.inputs()["delta"].item() == state.inputs()["delta"].item()
-    assert LOSSES.get("bco").contract["state"] is RunningMean
+    assert LOSSES.get("bco").contract.state is RunningMean
     with pytest.raises(ConfigError, match="lacks"):
         RunningMean().load_state_dict({"mean": 1.0})
 
 
 def test_udm_weights():
-    """§2 (iv): w = p/(1 − p + 1e-8) clamped to [0.5, 10]: p = 0.5 ⇒ 0.5/0.50000001 = 1 to 2e-8;
+    """w = p/(1 − p + 1e-8) clamped to [0.5, 10]: p = 0.5 ⇒ 0.5/0.50000001 = 1 to 2e-8;
     p = 0.8 ⇒ 0.8/0.20000001 ≈ 4; p → 0 ⇒ 0.5 (floor); p → 1 ⇒ 1/1e-8, clamped to 10."""
     weights = udm_weights(t(0.5, 0.8, 0.0, 1e-9, 1.0, 1 - 1e-12))
     expected = [0.5 / (0.5 + 1e-8), 0.8 / (1 - 0.8 + 1e-8), 0.5, 0.5, 10.0, 10.0]

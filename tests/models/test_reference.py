@@ -6,6 +6,7 @@ Example: ``pytest tests/models/test_reference.py``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,14 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from alignlab import files
 from alignlab.errors import AlignlabError
+from alignlab.files import sha256_file
+from alignlab.forward import SequenceBatch, collate_sequences, sequence_logps
 from alignlab.logprobs import LogProbs
 from alignlab.models import ref_cache
 from alignlab.models.ref_cache import (
+    CachedReference,
     RefCache,
     RefCacheError,
     checksum_file,
@@ -27,14 +32,7 @@ from alignlab.models.ref_cache import (
     get_or_build,
     weights_fingerprint,
 )
-from alignlab.models.reference import (
-    AdapterReference,
-    CachedReference,
-    CopyReference,
-    Reference,
-)
-from alignlab.train.batching import SequenceBatch, collate_sequences
-from alignlab.train.forward import sequence_logps
+from alignlab.models.reference import AdapterReference, CopyReference, Reference
 
 PAD = 0
 SETTINGS = {"precision": "fp32"}
@@ -65,19 +63,18 @@ def make_sequences(pairs: int = 6, seed: int = 0) -> list[tuple[str, list[int], 
     ]
 
 
-def collate(seqs: list[tuple[str, list[int], list[int]]], weights: bool = False) -> tuple[
-    SequenceBatch, list[str]
-]:
+def collate(seqs: list[tuple[str, list[int], list[int]]], weights: bool = False) -> SequenceBatch:
+    """The batch of ``seqs``, each row named by its key."""
     g = torch.Generator().manual_seed(1)
     token_weights = [torch.rand(len(c), generator=g).tolist() for _, _, c in seqs]
-    batch = collate_sequences([(p, c) for _, p, c in seqs], PAD, token_weights if weights else None)
-    return batch, [key for key, _, _ in seqs]
+    return collate_sequences([(p, c) for _, p, c in seqs], PAD, token_weights if weights else None,
+                             keys=[key for key, _, _ in seqs])
 
 
 def assert_same(got: LogProbs, expected: LogProbs, atol: float = 1e-6) -> None:
     """Equal up to float32 rounding: batches of another composition pack differently, so sums
     over tens of tokens may move in their 7th significant digit."""
-    for field in ("sum", "mean", "tokens", "counts", "weighted_sum", "weighted_mean"):
+    for field in ("sum", "mean", "tokens", "counts"):
         a, b = getattr(got, field), getattr(expected, field)
         if b is None:
             assert a is None, field
@@ -106,11 +103,11 @@ def sgd_step(model: Any, batch: SequenceBatch, lr: float = 0.5) -> None:
 
 def test_copy_reference_is_frozen_and_does_not_move_with_the_policy() -> None:
     policy = tiny_llama()
-    batch, keys = collate(make_sequences())
+    batch = collate(make_sequences())
     reference = CopyReference(policy, chunk_size=5)
     assert isinstance(reference, Reference)
     initial = eval_logps(policy, batch)
-    before = reference.logps(batch, keys)
+    before = reference.logps(batch)
     assert_same(before, initial)
     assert not before.sum.requires_grad
     assert not reference.model.training
@@ -118,11 +115,11 @@ def test_copy_reference_is_frozen_and_does_not_move_with_the_policy() -> None:
 
     sgd_step(policy, batch)
     assert (eval_logps(policy, batch).sum - initial.sum).abs().max() > 1e-2  # the policy moved
-    after = reference.logps(batch, keys)
+    after = reference.logps(batch)
     assert torch.equal(after.sum, before.sum) and torch.equal(after.tokens, before.tokens)
-    assert reference.forward_sequences == 2 * len(keys)
+    assert reference.forward_sequences == 2 * len(batch.keys)
     with pytest.raises(ValueError, match="keys"):
-        reference.logps(batch, keys[:-1])
+        dataclasses.replace(batch, keys=batch.keys[:-1])
 
 
 def lora_policy() -> tuple[Any, LlamaForCausalLM]:
@@ -131,7 +128,7 @@ def lora_policy() -> tuple[Any, LlamaForCausalLM]:
     plain = copy.deepcopy(base)
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"])
     policy = get_peft_model(base, config)
-    sgd_step(policy, collate(make_sequences())[0])
+    sgd_step(policy, collate(make_sequences()))
     lora_b = [p for n, p in policy.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # adapters are non-zero
     return policy, plain
@@ -139,7 +136,7 @@ def lora_policy() -> tuple[Any, LlamaForCausalLM]:
 
 def test_adapter_reference_is_the_base_model_and_restores_modes() -> None:
     policy, plain = lora_policy()
-    batch, keys = collate(make_sequences(), weights=True)
+    batch = collate(make_sequences(), weights=True)
     expected = eval_logps(plain, batch)
     with_adapters = eval_logps(policy, batch)
     assert (with_adapters.sum - expected.sum).abs().max() > 1e-3
@@ -148,10 +145,10 @@ def test_adapter_reference_is_the_base_model_and_restores_modes() -> None:
     frozen_part = policy.get_base_model().model.layers[0].mlp
     frozen_part.eval()  # a module kept in eval mode on purpose must stay so
     reference = AdapterReference(policy, chunk_size=3)
-    got = reference.logps(batch, keys)
+    got = reference.logps(batch)
     assert_same(got, expected)
     assert not got.sum.requires_grad
-    assert reference.forward_sequences == len(keys)
+    assert reference.forward_sequences == len(batch.keys)
     assert policy.training and policy.get_base_model().model.layers[1].self_attn.training
     assert not frozen_part.training
     assert_same(eval_logps(policy, batch), with_adapters)  # adapters are back on
@@ -186,18 +183,20 @@ def test_cached_reference_matches_copy_in_another_batch() -> None:
 
     # Another composition and order than the build's, with token weights.
     other = [seqs[i] for i in (9, 2, 11, 0, 5, 6)]
-    batch, keys = collate(other, weights=True)
-    expected = CopyReference(model).logps(batch, keys)
+    batch = collate(other, weights=True)
+    expected = CopyReference(model).logps(batch)
     cached = CachedReference(cache)
     assert isinstance(cached, Reference)
-    assert_same(cached.logps(batch, keys), expected)
+    assert_same(cached.logps(batch), expected)
     assert cached.forward_sequences == 0
 
     wrong = [(key, p, c + [7]) if i == 2 else (key, p, c) for i, (key, p, c) in enumerate(other)]
     with pytest.raises(AlignlabError, match="not for this tokenization"):
-        cached.logps(*collate(wrong))
+        cached.logps(collate(wrong))
     with pytest.raises(AlignlabError, match="no sequence '99:chosen'"):
-        cached.logps(batch, ["99:chosen", *keys[1:]])
+        cached.logps(dataclasses.replace(batch, keys=("99:chosen", *batch.keys[1:])))
+    with pytest.raises(ValueError, match="no keys"):
+        cached.logps(dataclasses.replace(batch, keys=None))
 
 
 def test_get_or_build_hits_the_second_time(tmp_path: Path) -> None:
@@ -218,9 +217,9 @@ def test_get_or_build_hits_the_second_time(tmp_path: Path) -> None:
     assert second.keys == first.keys and second.created == first.created
     assert torch.equal(second.values, first.values) and torch.equal(second.offsets, first.offsets)
 
-    batch, keys = collate(seqs[3:9])
+    batch = collate(seqs[3:9])
     reference = CachedReference(second)
-    assert_same(reference.logps(batch, keys), CopyReference(model).logps(batch, keys))
+    assert_same(reference.logps(batch), CopyReference(model).logps(batch))
     assert reference.forward_sequences == 0
 
     changed = [seqs[0], (seqs[1][0], seqs[1][1], [*seqs[1][2][:-1], 5]), *seqs[2:]]
@@ -342,7 +341,7 @@ def test_an_unknown_format_version_is_refused(saved: tuple[Path, str, Any]) -> N
         metadata={"fingerprint": fp, "keys": json.dumps(cache.keys), "format_version": "999",
                   "created": cache.created},
     )
-    checksum_file(path).write_text(ref_cache._file_sha256(path) + "\n")
+    checksum_file(path).write_text(sha256_file(path) + "\n")
     with pytest.raises(RefCacheError, match="format version '999'"):
         get_or_build(path.parent, fp, must_not_build)
 
@@ -350,14 +349,14 @@ def test_an_unknown_format_version_is_refused(saved: tuple[Path, str, Any]) -> N
 def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = RefCache.build(tiny_llama(), make_sequences(2), PAD, fingerprint="a" * 64)
     target = ref_cache.cache_file(tmp_path, cache.fingerprint)
-    real_replace = ref_cache.os.replace
+    real_replace = files.os.replace
     calls = []
 
     def failing_replace(src: Any, dst: Any) -> None:
         calls.append(dst)
         raise OSError("disk full")
 
-    monkeypatch.setattr(ref_cache.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         cache.save(target)
     assert list(tmp_path.iterdir()) == []  # no partial file, no temp file
@@ -368,14 +367,14 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             raise OSError("killed")
         real_replace(src, dst)
 
-    monkeypatch.setattr(ref_cache.os, "replace", fail_second)
+    monkeypatch.setattr(files.os, "replace", fail_second)
     with pytest.raises(OSError, match="killed"):
         cache.save(target)
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     with pytest.raises(RefCacheError, match="interrupted write"):
         RefCache.load(target, cache.fingerprint)
 
-    monkeypatch.setattr(ref_cache.os, "replace", real_replace)
+    monkeypatch.setattr(files.os, "replace", real_replace)
     target.unlink()
     cache.save(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, f"{'a' * 64}.sha256"])
@@ -390,8 +389,8 @@ def test_build_with_progress_through_a_reference() -> None:
     cache = RefCache.build(reference, seqs, PAD, fingerprint="b" * 64, batch_size=64)
     assert reference.forward_sequences == 300
     assert cache.offsets[-1] == sum(len(c) for _, _, c in seqs)
-    batch, keys = collate(seqs[::37])
-    assert_same(CachedReference(cache).logps(batch, keys), reference.logps(batch, keys))
+    batch = collate(seqs[::37])
+    assert_same(CachedReference(cache).logps(batch), reference.logps(batch))
 
 
 def test_non_finite_reference_is_not_cached() -> None:

@@ -64,14 +64,14 @@ def main() -> int:
 
     if args.kill_before_pointer is not None:
         target = f"step-{args.kill_before_pointer:08d}"
-        original_pointer = checkpoint._write_atomic
+        original_pointer = checkpoint.write_text_atomic
 
         def write_atomic(path, text):  # type: ignore[no-untyped-def]
             if text == target:
                 die()
             return original_pointer(path, text)
 
-        checkpoint._write_atomic = write_atomic
+        checkpoint.write_text_atomic = write_atomic
 
     from alignlab.cli import main as cli_main
 

@@ -15,13 +15,14 @@ from safetensors.torch import load_file
 from alignlab.config import load_config
 from alignlab.data.load import load_records
 from alignlab.data.tokenize import RecordTokenizer
+from alignlab.forward import CompletionLogps
+from alignlab.kinds import get_kind
 from alignlab.losses import LOSSES, get_loss
 from alignlab.models import frozen_copy, load_tokenizer
 from alignlab.models.reference import CopyReference
 from alignlab.models.tiny import init_tiny_model
-from alignlab.train.batching import ExampleOrder
-from alignlab.train.forward import CompletionLogps
 from alignlab.train.loop import Trainer
+from alignlab.train.order import ExampleOrder
 from alignlab.train.run import run_training
 from alignlab.train.steps import make_step
 
@@ -57,7 +58,8 @@ def test_dpo_learns_and_the_reference_does_not_move(tiny, tmp_path):
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     reference = CopyReference(frozen_copy(model), copy=False)
     entry = get_loss("dpo")
-    step = make_step(entry, {"beta": 0.1}, items, CompletionLogps(model), reference.logps, tokenizer.pad_token_id)
+    step = make_step(entry, {"beta": 0.1}, get_kind("paired"), items, CompletionLogps(model), reference,
+                     tokenizer.pad_token_id)
     trainer = Trainer(cfg.train, model, step, ExampleOrder(len(items), 4, seed=0), tmp_path / "run")
     trainer.fit()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -160,10 +162,10 @@ def test_every_registered_loss_trains_from_its_contract(loss, tiny, tmp_path):
     data = {"paired": EXAMPLES / "data" / "pairs.jsonl", "reward": EXAMPLES / "data" / "pairs.jsonl",
             "unpaired": EXAMPLES / "data" / "pairs.jsonl", "sft": EXAMPLES / "data" / "sft.jsonl",
             "ranked": extra["ranked"], "judged": extra["judged"], "prm": EXAMPLES / "data" / "pairs.jsonl"}
-    overrides = [f"data.path={data[entry.contract['data']]}", f"train.loss={loss}", "train.max_steps=1"]
-    if entry.contract["data"] == "unpaired":
+    overrides = [f"data.path={data[entry.contract.data]}", f"train.loss={loss}", "train.max_steps=1"]
+    if entry.contract.data == "unpaired":
         overrides.append("data.kind=unpaired")
-    if entry.contract["data"] == "reward":
+    if entry.contract.data == "reward":
         overrides.append("model.reward_head=scalar_head")
     cfg = config(tmp_path, tiny, *overrides)
     if loss in UNSUPPORTED:

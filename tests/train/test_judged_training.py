@@ -10,14 +10,14 @@ import torch
 from alignlab.config import load_config
 from alignlab.data.records import Judged
 from alignlab.data.tokenize import RecordTokenizer
-from alignlab.models.tiny import init_tiny_model
-from alignlab.train.judged import (
+from alignlab.kinds.judged import (
     PLAIN,
     WITH_JUDGMENT,
     completion_rows,
     is_negative,
     tokenize_judged,
 )
+from alignlab.models.tiny import init_tiny_model
 from alignlab.train.run import run_training
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from alignlab.config import TrainConfig
-from alignlab.train.batching import ExampleOrder
 from alignlab.train.checkpoint import load_latest
 from alignlab.train.loop import NonFiniteError, StepResult, Trainer, lr_lambda
+from alignlab.train.order import ExampleOrder
 
 N, D = 24, 5
 

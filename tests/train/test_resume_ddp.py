@@ -177,8 +177,8 @@ class Calls:
     """Counts calls of RefCache.build and of each reference mode's ``logps``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from alignlab.models.ref_cache import RefCache
-        from alignlab.models.reference import CachedReference, CopyReference
+        from alignlab.models.ref_cache import CachedReference, RefCache
+        from alignlab.models.reference import CopyReference
 
         self.counts = {"build": 0, "cached": 0, "copy": 0}
         build = RefCache.build
@@ -192,9 +192,9 @@ class Calls:
             monkeypatch.setattr(cls, "logps", self._counted(name, cls.logps))
 
     def _counted(self, name, method):
-        def logps(instance, batch, keys):
+        def logps(instance, batch):
             self.counts[name] += 1
-            return method(instance, batch, keys)
+            return method(instance, batch)
         return logps
 
     def take(self) -> dict[str, int]:

@@ -6,14 +6,13 @@ Example: ``write_jsonl(load_records("pandalm.json").records, "pandalm.jsonl")``
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from alignlab.data.records import Record
+from alignlab.files import atomic_write, shared_file_mode
 
 
 def to_row(record: Record) -> dict[str, Any]:
@@ -43,22 +42,15 @@ def write_jsonl(records: Iterable[Record], path: str | Path) -> int:
     """Write one record a line, atomically (a temporary file, then a rename). Returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+
+    def write(temporary: Path) -> None:
+        nonlocal count
+        with open(temporary, "w", encoding="utf-8") as out:
             for record in records:
                 out.write(json.dumps(to_row(record), ensure_ascii=False) + "\n")
                 count += 1
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; a data file is shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    # mkstemp creates 0600; a data file is shared like any file the user writes.
+    atomic_write(path, write, mode=shared_file_mode())
     return count
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -45,6 +45,26 @@ class Note:
 Converted = list[Record | Drop | Note]
 Adapter = Callable[[Mapping[str, Any], str], Converted]
 
+
+def _always(row: Mapping[str, Any]) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """What a format adapter reads and yields: its registry contract."""
+
+    columns: tuple[str, ...]
+    """Columns a row must have for this format to be considered."""
+    kind: str
+    """The record kind it yields ("paired", "unpaired", ...)."""
+    published: bool = False
+    """A published benchmark: its rows are read as published and their quirks reported."""
+    accepts: Callable[[Mapping[str, Any]], bool] = _always
+    """A further check on a row that has the columns (e.g. a chat, not a string)."""
+    priority: int = 0
+    """Detection order: lower is tried first (the order of registration)."""
+
 PAIR_EXTRAS = ("margin", "rater_share", "chosen_token_weights", "rejected_token_weights", "source", "id")
 
 
@@ -74,17 +94,17 @@ def format_names() -> list[str]:
 def detect_format(row: Mapping[str, Any]) -> Any:
     """The registry entry of the first (most specific) format whose columns the row has."""
     keys = set(row)
-    ordered = sorted(FORMATS.entries(), key=lambda e: e.contract["priority"])
+    ordered = sorted(FORMATS.entries(), key=lambda e: e.contract.priority)
     for entry in ordered:
-        if set(entry.contract["columns"]) <= keys and entry.contract["accepts"](row):
+        if set(entry.contract.columns) <= keys and entry.contract.accepts(row):
             return entry
     mapping_hint = "rename columns with a mapping, e.g. --map chosen=response_a rejected=response_b"
     # A near miss (most of one format's columns) is a missing field, not an unknown format.
-    overlap = {e.name: len(set(e.contract["columns"]) & keys) for e in ordered}
+    overlap = {e.name: len(set(e.contract.columns) & keys) for e in ordered}
     best = max(overlap.values(), default=0)
     near = [e for e in ordered if overlap[e.name] == best and best >= 2]
     if near:
-        columns = near[0].contract["columns"]
+        columns = near[0].contract.columns
         missing = [c for c in columns if c not in keys]
         raise FieldError(missing[0], f"missing field (format {near[0].name!r} needs {', '.join(columns)})",
                          mapping_hint, "missing field")
@@ -92,15 +112,10 @@ def detect_format(row: Mapping[str, Any]) -> Any:
                      f"{mapping_hint}; known formats: {', '.join(format_names())}", "unknown format")
 
 
-def _always(row: Mapping[str, Any]) -> bool:
-    return True
-
-
 def register(name: str, columns: tuple[str, ...], kind: str, *, published: bool = False,
              accepts: Callable[[Mapping[str, Any]], bool] = _always) -> Callable[[Adapter], Adapter]:
     """Register an adapter; detection tries formats in the order they are registered here."""
-    return FORMATS.register(name, columns=columns, kind=kind, published=published, accepts=accepts,
-                            priority=len(FORMATS))
+    return FORMATS.register(name, FormatSpec(columns, kind, published, accepts, priority=len(FORMATS)))
 
 
 # ---- published benchmarks (specific schemas first) -------------------------------------------

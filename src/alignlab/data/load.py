@@ -164,7 +164,7 @@ def _convert_row(
                              "row not an object")
         row = _apply_mapping(row, options.mapping)
         entry = detect_format(row) if options.format == "auto" else FORMATS.get(options.format)
-        missing = [c for c in entry.contract["columns"] if c not in row]
+        missing = [c for c in entry.contract.columns if c not in row]
         if missing:
             raise FieldError(missing[0], f"missing field (format {entry.name!r})", "", "missing field")
         if options.kind == "ranked" and entry.name == "finegrained":
@@ -182,7 +182,7 @@ def _convert_row(
             report.dropped[item.reason] += 1
         elif isinstance(item, Note):
             report.note(report.warnings, item.reason, str(where))
-        elif _passes_content_checks(where, item, entry.contract["published"], options, report):
+        elif _passes_content_checks(where, item, entry.contract.published, options, report):
             yield item
 
 
@@ -205,9 +205,9 @@ OPTIONAL_COLUMNS = {"margin", "rater_share", "chosen_token_weights", "rejected_t
 
 def _used_columns(entry: Any, mapping: Mapping[str, str]) -> set[str] | None:
     """Columns a generic format reads; published formats read their fixed schema (None: skip)."""
-    if entry.contract["published"]:
+    if entry.contract.published:
         return None
-    return set(entry.contract["columns"]) | OPTIONAL_COLUMNS | set(mapping)
+    return set(entry.contract.columns) | OPTIONAL_COLUMNS | set(mapping)
 
 
 def _passes_content_checks(

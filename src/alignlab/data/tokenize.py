@@ -110,6 +110,13 @@ class TokenizeResult:
     """Counts of this call only: records, kept, dropped_*, *_truncated, boundary_merges, ..."""
 
 
+def pad_id_of(tokenizer: Any) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its EOS (padding is masked out
+    everywhere, so any id serves; EOS is the one every causal LM tokenizer has)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id
+
+
 class RecordTokenizer:
     """Turns records into token ids; ``stats`` counts every truncation, drop and repair made.
 

@@ -28,8 +28,7 @@ import torch
 from rich.progress import track
 from torch import Tensor
 
-from alignlab.train.batching import collate_sequences
-from alignlab.train.forward import sequence_logps
+from alignlab.forward import base_model, collate_sequences, eval_mode, model_device, sequence_logps
 
 PROGRESS_FROM = 64
 """Prompts (for sampling) or sequences (for scoring) from which a progress bar is shown."""
@@ -91,22 +90,17 @@ def sample(
     """
     _check(options, n, prompts)
     eos_ids = [eos_id] if isinstance(eos_id, int) else list(eos_id)
-    device = _device(model)
+    device = model_device(model)
     starts: Sequence[int] = range(0, len(prompts), options.batch_size)
     if len(prompts) > PROGRESS_FROM:
         starts = track(starts, description="sampling", transient=True)
     results: list[list[tuple[int, ...]]] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _clean_generation_config(model, options, eos_ids, pad_id) as config:
-            for start in starts:
-                indices = range(start, min(start + options.batch_size, len(prompts)))
-                rows = _generate(model, config, prompts, indices, n, options, pad_id, device)
-                cut = [_cut_at_eos(row, eos_ids) for row in rows]
-                results.extend(cut[k * n:(k + 1) * n] for k in range(len(indices)))
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), eval_mode(model), _clean_generation_config(model, options, eos_ids, pad_id) as config:
+        for start in starts:
+            indices = range(start, min(start + options.batch_size, len(prompts)))
+            rows = _generate(model, config, prompts, indices, n, options, pad_id, device)
+            cut = [_cut_at_eos(row, eos_ids) for row in rows]
+            results.extend(cut[k * n:(k + 1) * n] for k in range(len(indices)))
     return results
 
 
@@ -122,7 +116,7 @@ def score(
 ) -> SampleLogProbs:
     """Log-probs under ``model`` of ``completions[i][j]`` given ``prompts[i]``, flattened.
 
-    The completion-only path of training (:func:`alignlab.train.forward.sequence_logps`) on
+    The completion-only path of training (:func:`alignlab.forward.sequence_logps`) on
     right-padded batches of ``batch_size`` sequences, sorted by length to waste little padding;
     eval mode, no gradients, results in the input order.
     """
@@ -142,19 +136,14 @@ def score(
     starts: Sequence[int] = range(0, len(order), batch_size)
     if progress and len(order) > PROGRESS_FROM * batch_size:
         starts = track(starts, description="scoring samples", transient=True)
-    device = _device(model)
+    device = model_device(model)
     results = torch.zeros(3, len(pairs), dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in starts:
-                ids = order[start:start + batch_size]
-                batch = collate_sequences([pairs[k] for k in ids], pad_id).to(device)
-                lp = sequence_logps(model, batch, chunk_size)
-                results[:, ids] = torch.stack([lp.sum, lp.mean, lp.counts]).double().cpu()
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), eval_mode(model):
+        for start in starts:
+            ids = order[start:start + batch_size]
+            batch = collate_sequences([pairs[k] for k in ids], pad_id).to(device)
+            lp = sequence_logps(model, batch, chunk_size)
+            results[:, ids] = torch.stack([lp.sum, lp.mean, lp.counts]).double().cpu()
     return SampleLogProbs(results[0], results[1], results[2], prompt_index, sample_index)
 
 
@@ -247,7 +236,7 @@ class _clean_generation_config:
     def __init__(self, model: Any, options: SamplingOptions, eos_ids: list[int], pad_id: int):
         from transformers import GenerationConfig
 
-        self.target = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.target = base_model(model)
         self.config = GenerationConfig(
             max_new_tokens=options.max_new_tokens, min_new_tokens=0, do_sample=False,
             num_beams=1, num_return_sequences=1, use_cache=True, eos_token_id=eos_ids,
@@ -268,11 +257,6 @@ def _cut_at_eos(row: list[int], eos_ids: list[int]) -> tuple[int, ...]:
         if token in eos_ids:
             return tuple(row[:t + 1])
     return tuple(row)
-
-
-def _device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 def _check(options: SamplingOptions, n: int, prompts: Sequence[Sequence[int]]) -> None:

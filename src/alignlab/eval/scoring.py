@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from alignlab.data.records import PreferencePair
-from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
+from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions, pad_id_of
 from alignlab.decode.sampling import score
 
 
@@ -51,7 +51,7 @@ def score_pairs(
         if item is not None:
             items.append(item)
             kept.append(index)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_id_of(tokenizer)
     # One scoring routine for samples and pairs: chosen and rejected are two samples of a prompt.
     lp = score(model, [item.prompt_ids for item in items],
                [[item.chosen_ids, item.rejected_ids] for item in items], pad_id,

@@ -1,6 +1,7 @@
 """Loss contracts: what each registered loss needs, so trainers read contracts, never loss names.
 
-Example: ``@register_loss("dpo", needs_ref=True, logps="sum", data="paired", paper="...", equation="Eq. 7")``
+Example: ``@register_loss("dpo", needs_ref=True, logps="sum", data="paired", paper="...", equation="Eq. 7")``,
+then ``get_loss("dpo").contract.needs_ref``
 
 A loss is a pure function. Its positional parameters name the tensors it needs, from the
 vocabulary :data:`INPUTS` (a trainer builds exactly those); its keyword-only parameters are its
@@ -22,7 +23,7 @@ from alignlab.registry import LOSSES, Entry, suggest
 
 LossOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
 LogpsKind = Literal["sum", "mean", "token", "none"]
-DataKind = Literal["paired", "unpaired", "ranked", "judged", "sft", "reward", "prm"]
+DataKindName = Literal["paired", "unpaired", "ranked", "judged", "sft", "reward", "prm"]
 
 INPUTS: Mapping[str, str] = {
     # paired: sequence log-probs of the completions, summed or token-mean as contract.logps says
@@ -68,10 +69,6 @@ INPUTS: Mapping[str, str] = {
 }
 """The tensors a loss may ask for, by parameter name; shapes use B batch, T tokens, K responses."""
 
-CONTRACT_KEYS = ("needs_ref", "logps", "data", "paper", "equation", "verified", "inputs",
-                 "hyperparameters", "state")
-
-
 class LossState(Protocol):
     """State a loss carries across steps (BCO's running mean δ), checkpointed with the run.
 
@@ -87,8 +84,41 @@ class LossState(Protocol):
 
 @dataclass(frozen=True)
 class Hyperparameter:
+    """A keyword-only parameter of a loss and its default (the paper's)."""
+
     name: str
     default: Any
+
+
+@dataclass(frozen=True)
+class LossContract:
+    """What a registered loss needs; trainers read this, never the loss's name."""
+
+    needs_ref: bool
+    """Whether the loss reads reference log-probs (``ref_*`` or ``kl_ref`` inputs)."""
+    logps: LogpsKind
+    """The sequence score it receives: "sum" (summed log-probs), "mean" (per-token mean),
+    "token" (per-token log-probs with their mask), "none" (no log-probs: reward models)."""
+    data: DataKindName
+    """The data kind it trains on (a name in :data:`alignlab.registry.DATA_KINDS`, or "prm")."""
+    paper: str
+    """Authors, year, title and arXiv id of the paper it implements."""
+    equation: str
+    """The equation (or section) of that paper."""
+    verified: bool
+    """False where the paper's text does not pin the form down; the docstring says what was chosen."""
+    inputs: tuple[str, ...]
+    """Its positional parameters: names from :data:`INPUTS`, the tensors a trainer must build."""
+    hyperparameters: tuple[Hyperparameter, ...]
+    """Its keyword-only parameters with the paper's defaults."""
+    state: Callable[[], LossState] | None = None
+    """A factory of state carried across steps and checkpointed (BCO's running δ), or None."""
+
+    @property
+    def mismatched_pairs(self) -> bool:
+        """Whether it reads KTO's KL estimate: each prompt with another example's completion, a
+        new pair every batch (so no cache can hold their reference, and a batch needs two)."""
+        return "kl_policy" in self.inputs or "kl_ref" in self.inputs
 
 
 def register_loss(
@@ -96,7 +126,7 @@ def register_loss(
     *,
     needs_ref: bool,
     logps: LogpsKind,
-    data: DataKind,
+    data: DataKindName,
     paper: str,
     equation: str,
     verified: bool = True,
@@ -108,14 +138,14 @@ def register_loss(
         inputs, hyper = _split_signature(name, fn)
         if needs_ref != any(i.startswith("ref") or i == "kl_ref" for i in inputs):
             raise ConfigError(f"loss {name!r}: needs_ref={needs_ref} disagrees with its inputs {inputs}")
-        if logps not in ("sum", "mean", "token", "none") or data not in DataKind.__args__:  # type: ignore[attr-defined]
+        if logps not in ("sum", "mean", "token", "none") or data not in DataKindName.__args__:  # type: ignore[attr-defined]
             raise ConfigError(f"loss {name!r}: invalid logps={logps!r} or data={data!r}")
         if not paper or not equation:
             raise ConfigError(f"loss {name!r}: name the paper and the equation it implements")
-        return LOSSES.register(
-            name, needs_ref=needs_ref, logps=logps, data=data, paper=paper, equation=equation,
-            verified=verified, inputs=inputs, hyperparameters=hyper, state=state,
-        )(fn)
+        contract = LossContract(needs_ref=needs_ref, logps=logps, data=data, paper=paper,
+                                equation=equation, verified=verified, inputs=inputs,
+                                hyperparameters=hyper, state=state)
+        return LOSSES.register(name, contract)(fn)
 
     return decorate
 
@@ -140,16 +170,15 @@ def _split_signature(name: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...]
 
 
 def get_loss(name: str) -> Entry:
-    """The registered loss ``name`` (every loss module imported first)."""
-    import alignlab.losses  # noqa: F401  (registers all losses)
-
+    """The registered loss ``name``. Importing any module of this package first runs its
+    ``__init__``, which imports (registers) every loss."""
     return LOSSES.get(name)
 
 
 def check_loss_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
     """Hyperparameters from a config against the loss's own: a typo is an error with did-you-mean."""
     entry = get_loss(name)
-    known = [h.name for h in entry.contract["hyperparameters"]]
+    known = [h.name for h in entry.contract.hyperparameters]
     for key in kwargs:
         if key not in known:
             raise ConfigError(

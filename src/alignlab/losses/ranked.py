@@ -83,11 +83,11 @@ def _all_pairs(
     sources = {"policy": torch.where(present, policy, 0)}
     if with_ref:
         sources["ref"] = torch.where(present, ref, 0)
-    if entry.contract["logps"] == "mean":  # S(y)/|y| = A(y), METHODS.md §0
+    if entry.contract.logps == "mean":  # per-token mean A(y) = S(y)/|y| of the summed S(y)
         sources = {name: value / lengths for name, value in sources.items()}
     sources["lengths"] = lengths
     columns, inputs = {"chosen": i, "rejected": j}, {}
-    for name in entry.contract["inputs"]:
+    for name in entry.contract.inputs:
         source, side = _PAIR_INPUTS[name]
         inputs[name] = sources[source][:, columns[side]].reshape(-1)  # (B·K²,)
     losses, metrics = entry.obj(**inputs, **(pair_kwargs or {}))
@@ -109,16 +109,16 @@ def _pair_entry(name: str, kwargs: dict[str, Any], with_ref: bool) -> Entry:
     """The registered paired loss ``name``, checked against what the all-pairs loss can feed it."""
     entry = get_loss(name)
     contract, caller = entry.contract, "all_pairs" if with_ref else "all_pairs_free"
-    if contract["data"] != "paired" or contract["logps"] not in ("sum", "mean"):
+    if contract.data != "paired" or contract.logps not in ("sum", "mean"):
         raise ConfigError(f"{caller} needs a paired loss on sequence log-probs (logps sum or "
-                          f"mean); {name!r} has data={contract['data']!r}, "
-                          f"logps={contract['logps']!r}")
-    if contract["needs_ref"] != with_ref:
+                          f"mean); {name!r} has data={contract.data!r}, "
+                          f"logps={contract.logps!r}")
+    if contract.needs_ref != with_ref:
         other = "all_pairs_free" if with_ref else "all_pairs"
         kind = "is reference-free" if with_ref else "needs a reference model"
         raise ConfigError(f"pair loss {name!r} {kind}: use loss {other!r} instead of {caller!r}")
-    unknown = set(contract["inputs"]) - _PAIR_INPUTS.keys()
-    if unknown or contract["state"] is not None:
+    unknown = set(contract.inputs) - _PAIR_INPUTS.keys()
+    if unknown or contract.state is not None:
         raise ConfigError(f"{caller} cannot supply pair loss {name!r}: it needs "
                           f"{sorted(unknown) or 'a loss state'}, beyond the ranked inputs")
     check_loss_kwargs(name, kwargs)

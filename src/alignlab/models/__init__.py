@@ -6,9 +6,9 @@ Example: ``tokenizer = load_tokenizer("path/to/model"); model = load_policy(conf
 from __future__ import annotations
 
 from alignlab.models.loading import (
+    RewardScores,
     ScalarHeadModel,
     add_lora,
-    frozen_copy,
     linear_layer_names,
     load_policy,
     load_reward_model,
@@ -16,9 +16,11 @@ from alignlab.models.loading import (
     reward_scores,
     save_final,
 )
+from alignlab.models.reference import frozen_copy
 from alignlab.models.tiny import init_tiny_model
 
 __all__ = [
+    "RewardScores",
     "ScalarHeadModel",
     "add_lora",
     "frozen_copy",

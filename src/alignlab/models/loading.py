@@ -2,7 +2,7 @@
 
 Example: ``model = load_policy(config.model, "cuda"); save_final(model, tok, "run/model", False)``
 
-Safety (DESIGN §9): remote code runs only when ``trust_remote_code`` is set by name, weights are
+Safety: remote code runs only when ``trust_remote_code`` is set by name, weights are
 read from safetensors only (GGUF when ``gguf_file`` is named), and every failure to load is an
 :class:`AlignlabError` with a hint instead of a stack of library internals.
 """
@@ -22,7 +22,8 @@ from torch import nn
 
 from alignlab.config import LoraSettings, ModelConfig
 from alignlab.errors import AlignlabError
-from alignlab.train.forward import split_model
+from alignlab.files import fsync_tree, replace_dir
+from alignlab.forward import SequenceBatch, model_device, split_model, unwrap
 
 SCALAR_HEAD_FILE = "scalar_head.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -30,7 +31,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False) -> Any:
-    """An ``AutoTokenizer``; remote code runs only when asked for by name (DESIGN §9)."""
+    """An ``AutoTokenizer``; remote code runs only when asked for by name."""
     from transformers import AutoTokenizer
 
     try:
@@ -153,7 +154,7 @@ class ScalarHeadModel(nn.Module):
             # gradient on the first step.
             nn.init.normal_(head.weight, std=1 / math.sqrt(hidden + 1))
             nn.init.zeros_(head.bias)
-        self.head = head.to(device=_device(lm), dtype=torch.float32)
+        self.head = head.to(device=model_device(lm), dtype=torch.float32)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         backbone, _ = split_model(self.lm)
@@ -203,8 +204,7 @@ def reward_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
 
     ``model`` may be wrapped in DistributedDataParallel; it is called through the wrapper.
     """
-    inner = getattr(model, "module", model)
-    if isinstance(inner, ScalarHeadModel):
+    if isinstance(unwrap(model), ScalarHeadModel):
         return model(input_ids, attention_mask)
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()  # (N,)
 
@@ -232,28 +232,29 @@ def save_final(model: nn.Module, tokenizer: Any, out_dir: str | Path, merge_lora
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     try:
-        model = getattr(model, "module", model)  # DistributedDataParallel
+        model = unwrap(model)
         if isinstance(model, ScalarHeadModel):
             model.save_pretrained(temporary, merge_lora=merge_lora)
         else:
             _save_lm(model, temporary, merge_lora)
         if tokenizer is not None:
             tokenizer.save_pretrained(temporary)
-        _sync_files(temporary)
-        _replace_dir(temporary, out)
+        fsync_tree(temporary)
+        replace_dir(temporary, out)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return out
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in eval mode with no gradients: the reference of "copy" mode."""
-    clone = copy.deepcopy(getattr(model, "module", model))
-    clone.eval()
-    for parameter in clone.parameters():
-        parameter.requires_grad_(False)
-        parameter.grad = None  # deepcopy copies gradients too
-    return clone
+class RewardScores(nn.Module):
+    """A reward model as a module mapping a SequenceBatch to rewards (N,) (DDP-wrappable)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        return reward_scores(self.model, batch.input_ids, batch.attention_mask.long())
 
 
 # ---- internals -------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def _load_pretrained(auto_cls: Any, config: ModelConfig, **extra: Any) -> Any:
     if config.gguf_file:
         kwargs["gguf_file"] = config.gguf_file
     else:
-        kwargs["use_safetensors"] = True  # never unpickle weights (DESIGN §9)
+        kwargs["use_safetensors"] = True  # never unpickle weights: a pickle can run code
     try:
         return auto_cls.from_pretrained(source, **kwargs)
     except ImportError as exc:  # e.g. the gguf package is missing
@@ -359,35 +360,12 @@ def _save_lm(model: nn.Module, out: Path, merge_lora: bool) -> None:
 
 def _merged_copy(model: Any) -> nn.Module:
     """A plain model with ``model``'s adapters merged, built on the CPU; ``model`` is unchanged."""
-    device = _device(model)
+    device = model_device(model)
     model.to("cpu")
     try:
         return copy.deepcopy(model).merge_and_unload()
     finally:
         model.to(device)
-
-
-def _replace_dir(temporary: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(temporary, out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(out, old)  # a directory cannot be renamed over a non-empty one
-    os.replace(temporary, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync_files(folder: Path) -> None:
-    for item in folder.rglob("*"):
-        if item.is_file():
-            with open(item, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def _device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _first_line(exc: BaseException) -> str:

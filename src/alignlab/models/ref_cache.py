@@ -1,4 +1,4 @@
-"""A persistent, content-addressed cache of reference per-token log-probs (DESIGN §4, §9).
+"""A persistent, content-addressed cache of reference per-token log-probs.
 
 Example::
 
@@ -29,7 +29,7 @@ What the fingerprint covers, and what it leaves out on purpose:
   policy (TRL PR #6443), which here would be a miss and a rebuild from the wrong model;
 - the tokenizer (vocabulary, merges, normalization, special tokens, chat template);
 - the data: every (key, prompt_ids, completion_ids), in order. Token weights are not covered:
-  they are applied when the cached per-token values are reduced, not stored;
+  a loss applies them to the per-token values (dense DPO), which are what is stored;
 - ``settings``: whatever changes the numbers, at least the forward ``precision``. Keys in
   :data:`NEUTRAL_SETTINGS` (``chunk_size``, ``batch_size``, ``progress``) are dropped: they
   change how positions are grouped through the matmuls, which moves results by float rounding
@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,8 +55,17 @@ import torch
 from torch import Tensor, nn
 
 from alignlab.errors import AlignlabError
-from alignlab.models.reference import Reference, autocast_for, frozen_logps, model_device
-from alignlab.train.batching import collate_sequences
+from alignlab.files import atomic_write, sha256_file
+from alignlab.forward import (
+    SequenceBatch,
+    autocast_for,
+    collate_sequences,
+    frozen_logps,
+    model_device,
+    unwrap,
+)
+from alignlab.logprobs import LogProbs, reduce_token_logps
+from alignlab.models.reference import Reference
 
 FORMAT_VERSION = 1
 """Version of the file layout; a file of another version is refused, not guessed at."""
@@ -85,7 +92,7 @@ def weights_fingerprint(model: nn.Module, *, without_adapters: bool = False) -> 
     ``AdapterReference`` computes: it equals the fingerprint of the plain base model. It reads
     every weight once (seconds per GB); compute it once per run.
     """
-    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = unwrap(model)
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     if without_adapters and hasattr(model, "get_base_model"):
@@ -247,12 +254,13 @@ class RefCache:
         show = len(sequences) > PROGRESS_ABOVE if progress is None else progress
         with _progress(show, len(sequences)) as advance:
             for rows in _batches_by_prompt(sequences, batch_size):
-                batch = collate_sequences([sequences[i][1:] for i in rows], pad_id)
+                batch = collate_sequences([sequences[i][1:] for i in rows], pad_id,
+                                          keys=[keys[i] for i in rows])
                 if isinstance(reference, nn.Module):
                     lp = frozen_logps(reference, batch, chunk_size, precision, packing)
                 else:
                     with autocast_for(precision, device):
-                        lp = reference.logps(batch, [keys[i] for i in rows])
+                        lp = reference.logps(batch)
                 mask = batch.completion_mask
                 flat = lp.tokens.float().cpu()[mask]
                 for i, values in zip(rows, flat.split(mask.sum(-1).tolist()), strict=True):
@@ -290,10 +298,10 @@ class RefCache:
         def write_cache(tmp: Path) -> None:
             nonlocal digest
             save_file(tensors, str(tmp), metadata=metadata)
-            digest = _file_sha256(tmp)
+            digest = sha256_file(tmp)
 
-        _atomic_write(path, write_cache)
-        _atomic_write(checksum_file(path), lambda tmp: tmp.write_text(f"{digest}  {path.name}\n"))
+        atomic_write(path, write_cache)
+        atomic_write(checksum_file(path), lambda tmp: tmp.write_text(f"{digest}  {path.name}\n"))
         return path
 
     @classmethod
@@ -312,7 +320,7 @@ class RefCache:
                 f"interrupted write?), so it cannot be verified; {delete}"
             )
         recorded = (checksum.read_text().split() or [""])[0].lower()
-        actual = _file_sha256(path)
+        actual = sha256_file(path)
         if recorded != actual:
             raise RefCacheError(
                 f"corrupted cache {path}: its sha256 is {actual}, {checksum.name} records "
@@ -347,6 +355,49 @@ class RefCache:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise RefCacheError(f"corrupted cache {path}: {exc}; {delete}") from exc
+
+
+class CachedReference:
+    """Reference log-probs read from a :class:`RefCache`; no forward pass at all.
+
+    The cached per-token log-probs of each key are placed on the completion positions of the
+    batch, then reduced as :mod:`alignlab.logprobs` does. A
+    row without a key (a placeholder no loss reads, such as a missing ranked response) gets 0.
+    """
+
+    def __init__(self, cache: RefCache) -> None:
+        self.cache = cache
+        self.forward_sequences = 0
+
+    def logps(self, batch: SequenceBatch) -> LogProbs:
+        if batch.keys is None:
+            raise ValueError("a cached reference reads rows by name: the batch has no keys")
+        mask = batch.completion_mask.bool()
+        counts = mask.sum(-1).tolist()
+        pieces = []
+        for row, (key, count) in enumerate(zip(batch.keys, counts, strict=True)):
+            if key is None:
+                pieces.append(torch.zeros(count))
+                continue
+            if key not in self.cache:
+                raise AlignlabError(
+                    f"reference cache {self.cache.fingerprint[:12]} has no sequence {key!r}: "
+                    "it was built for other data (its fingerprint must cover every sequence "
+                    "the run reads)"
+                )
+            values = self.cache[key]
+            if values.numel() != count:
+                raise AlignlabError(
+                    f"reference cache {self.cache.fingerprint[:12]}: sequence {key!r} has "
+                    f"{values.numel()} cached completion tokens but {count} in the batch (row "
+                    f"{row}): the cache is not for this tokenization"
+                )
+            pieces.append(values)
+        tokens = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        if pieces:
+            # Row-major boolean indexing visits row 0's completion positions first, in order.
+            tokens[mask] = torch.cat(pieces).to(device=mask.device, dtype=torch.float32)
+        return reduce_token_logps(tokens, mask)
 
 
 def checksum_file(path: str | Path) -> Path:
@@ -421,29 +472,6 @@ def _ids_bytes(ids: Sequence[int]) -> bytes:
     if sys.byteorder != "little":
         values.byteswap()
     return len(values).to_bytes(8, "little") + values.tobytes()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write`` a temp file next to ``path``, flush it to disk, then rename it over ``path``."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _progress:

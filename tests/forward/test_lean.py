@@ -1,4 +1,4 @@
-"""Memory-lean RMSNorm and SwiGLU (alignlab.train.lean) against the modules' own forward."""
+"""Memory-lean RMSNorm and SwiGLU (alignlab.forward.lean) against the modules' own forward."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from alignlab.train.lean import lean_layers, lean_modules
+from alignlab.forward.lean import lean_layers, lean_modules
 
 SMALL = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
              intermediate_size=80, max_position_embeddings=64)
@@ -87,7 +87,7 @@ def test_only_plain_modules_are_switched_and_every_forward_comes_back() -> None:
 
 
 def test_under_autocast_the_modules_own_forward_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from alignlab.train import lean
+    from alignlab.forward import lean
 
     calls: list[str] = []
     for name in ("_SwiGLUDown", "_RMSNorm"):

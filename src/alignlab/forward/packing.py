@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignlab.train.batching import SequenceBatch
+from alignlab.forward.batch import SequenceBatch
+from alignlab.forward.runtime import base_model
 
 ATTENTION_NAME = "alignlab_packed"
 """The name of the tree attention in transformers' ``AttentionInterface``."""
@@ -188,7 +189,7 @@ def _group_segments(prompt: tuple[int, int], completions: list[tuple[int, int]],
 
 def supports_packing(model: Any) -> bool:
     """Whether ``model`` (an HF causal LM, PEFT-wrapped or not) can run the packed forward."""
-    config = getattr(_unwrap(model), "config", None)
+    config = getattr(base_model(model), "config", None)
     return getattr(config, "model_type", None) in PACKABLE_MODEL_TYPES and _register()
 
 
@@ -234,11 +235,6 @@ def tree_attention(
         outputs.append(out.transpose(1, 2))
     # One copy into the (1, T, heads, d) layout the output projection reads.
     return torch.cat(outputs, dim=1), None
-
-
-def _unwrap(model: Any) -> Any:
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 _registered: list[bool] = []

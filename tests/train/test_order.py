@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alignlab.train.batching import ExampleOrder
+from alignlab.train.order import ExampleOrder
 
 
 def test_every_example_once_per_epoch_across_ranks():

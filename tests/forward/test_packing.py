@@ -1,4 +1,4 @@
-"""Prefix sharing and padding-free packing (alignlab.train.packing) against the plain padded path.
+"""Prefix sharing and padding-free packing (alignlab.forward.packing) against the plain padded path.
 
 Parity: the same LogProbs, losses and parameter gradients within 1e-5 (fp32) for pairs, K
 responses, KTO's mismatched rows, token weights, empty completions, grouped-query attention and a
@@ -26,12 +26,17 @@ from transformers import (
 )
 
 from alignlab.data.tokenize import TokenizedRanked
+from alignlab.forward import (
+    CompletionLogps,
+    SequenceBatch,
+    collate_sequences,
+    packing,
+    sequence_logps,
+)
+from alignlab.forward.packing import ATTENTION_NAME, pack, supports_packing
+from alignlab.kinds.ranked import collate_responses
 from alignlab.losses.dpo import dpo
 from alignlab.models.ref_cache import RefCache
-from alignlab.train import packing
-from alignlab.train.batching import SequenceBatch, collate_ranked, collate_sequences
-from alignlab.train.forward import CompletionLogps, sequence_logps
-from alignlab.train.packing import ATTENTION_NAME, pack, supports_packing
 
 VOCAB = 97
 SMALL = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -189,9 +194,11 @@ def test_k_responses_token_weights_and_an_empty_completion_match(form: str) -> N
     plain, packed = both(model, batch)
     assert_close_logps(plain, packed)
     assert packed.counts[1] == 0 and packed.sum[1] == 0
-    torch.testing.assert_close(packed.weighted_sum, plain.weighted_sum, atol=1e-5, rtol=1e-5)
-    expected = grads(model, (plain.weighted_sum * torch.arange(6.0)).sum())
-    got = grads(model, (packed.weighted_sum * torch.arange(6.0)).sum())
+    # Token weights reach the loss as a tensor of the batch (dense DPO weighs per-token log-probs).
+    w = batch.token_weights
+    torch.testing.assert_close((packed.tokens * w).sum(-1), (plain.tokens * w).sum(-1), atol=1e-5, rtol=1e-5)
+    expected = grads(model, ((plain.tokens * w).sum(-1) * torch.arange(6.0)).sum())
+    got = grads(model, ((packed.tokens * w).sum(-1) * torch.arange(6.0)).sum())
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
@@ -200,7 +207,7 @@ def test_ranked_batches_with_placeholders_and_kto_mismatched_rows_match(form: st
     model = make_model()
     g = torch.Generator().manual_seed(5)
     items = [TokenizedRanked(ids(g, 2, 6), tuple(ids(g, 1, 5) for _ in range(k)), None) for k in (3, 2)]
-    ranked, present = collate_ranked(items, pad_id=0)
+    ranked, present = collate_responses(items, [0, 1], pad_id=0)
     assert ranked.groups.tolist() == [0, 0, 0, 1, 1, 1] and not present[1, 2]
     assert_close_logps(*both(model, ranked))
     # KTO: row j pairs prompt j with completion j-1; it shares prompt j with row j.

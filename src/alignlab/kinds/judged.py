@@ -1,25 +1,29 @@
-"""Judged data for CUT: each response in its plain context and, if judged negative, in the
-context of its judgment; and the step that lines their completion tokens up.
+"""Judged data (instruction, response, judgment) for CUT: each response in its plain context and,
+if judged negative, in the context of its judgment, their completion tokens lined up.
 
-Example: ``items = tokenize_judged(records, record_tokenizer)``; ``step = judged_step(...)``
+Example: ``items, stats = get_kind("judged").tokenize(records, record_tokenizer)``
 
-The prompt templates are those of the CUT authors' code (Alpaca style, ``templates/alpaca.json``
-in wwxu21/CUT), as METHODS.md §3 quotes them. A response counts as positive when it has no
+CUT is Xu et al. 2023, Reasons to Reject? Aligning Language Models with Judgments, arXiv
+2312.14591. The prompt templates are those of the authors' code (Alpaca style,
+``templates/alpaca.json`` in github.com/wwxu21/CUT). A response counts as positive when it has no
 judgment or its score is at least 7 (the paper's rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from torch import Tensor
 
 from alignlab.data.records import Judged, is_chat
 from alignlab.data.tokenize import Encoded, RecordTokenizer
 from alignlab.errors import ConfigError
-from alignlab.train.batching import collate_sequences
+from alignlab.forward import collate_sequences
+from alignlab.kinds.base import DataKind, KindBatch, register_kind
+from alignlab.logprobs import LogProbs
+from alignlab.losses.contract import LossContract
 
 PLAIN = ("Below is an instruction that describes a task. Write a response that appropriately "
          "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
@@ -72,15 +76,27 @@ def completion_rows(tokens: torch.Tensor, completion_mask: torch.Tensor) -> tupl
     return out, mask
 
 
-def judged_tensors(items: Sequence[TokenizedJudgedPair], policy: Any, pad_id: int, device: torch.device):
-    """A-sequences (judgment prompt for negatives, plain for positives), then B-sequences (plain)."""
-    a = [(i.judged or i.plain) for i in items]
-    sequences = [(e.prompt_ids, e.completion_ids) for e in a] + \
-        [(i.plain.prompt_ids, i.plain.completion_ids) for i in items]
-    batch = collate_sequences(sequences, pad_id).to(device)
-    logps = policy(batch)
-    rows, mask = completion_rows(logps.tokens, batch.completion_mask)
-    n = len(items)
-    negative = torch.tensor([i.negative for i in items], device=device)
-    return {"policy_tokens": rows[:n], "misalign_tokens": rows[n:], "mask": mask[:n],
-            "negative": negative}, batch
+@register_kind
+class JudgedKind(DataKind):
+    """A-sequences (the judgment prompt for negatives, the plain prompt for positives), then
+    B-sequences (the plain prompt); CUT reads both token by token, with no reference."""
+
+    name = "judged"
+    records = "judged"
+
+    def tokenize(self, records: Sequence[Judged], encoder: RecordTokenizer
+                 ) -> tuple[list[TokenizedJudgedPair], Mapping[str, int]]:
+        return tokenize_judged(records, encoder), encoder.stats
+
+    def collate(self, items: Sequence[TokenizedJudgedPair], indices: Sequence[int], pad_id: int,
+                contract: LossContract, prefix: str = "") -> KindBatch:
+        a = [(i.judged or i.plain) for i in items]
+        sequences = [(e.prompt_ids, e.completion_ids) for e in a] + \
+            [(i.plain.prompt_ids, i.plain.completion_ids) for i in items]
+        negative = torch.tensor([i.negative for i in items])  # (B,) bool
+        return KindBatch(len(items), collate_sequences(sequences, pad_id), {"negative": negative})
+
+    def inputs(self, contract: LossContract, batch: KindBatch, policy: LogProbs, ref: None) -> dict[str, Tensor]:
+        rows, mask = completion_rows(policy.tokens, batch.sequences.completion_mask)
+        n = batch.examples
+        return {"policy_tokens": rows[:n], "misalign_tokens": rows[n:], "mask": mask[:n], **batch.fields}

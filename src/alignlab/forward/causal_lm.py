@@ -4,7 +4,7 @@ Example: ``lp = sequence_logps(model, batch); lp.sum, lp.mean, lp.tokens``
 
 The backbone gives hidden states; :func:`alignlab.logprobs.completion_logps` applies the output
 layer to completion positions only, in chunks. Where the model allows it the whole batch runs as
-one packed row, each shared prompt encoded once (:mod:`alignlab.train.packing`).
+one packed row, each shared prompt encoded once (:mod:`alignlab.forward.packing`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignlab.forward.batch import SequenceBatch
+from alignlab.forward.lean import lean_layers, lean_modules
+from alignlab.forward.packing import pack, packed_hidden, supports_packing
+from alignlab.forward.runtime import autocast_for, base_model, eval_mode, model_device
 from alignlab.logprobs import LogProbs, completion_logps, head_logps, reduce_token_logps
-from alignlab.train.batching import SequenceBatch
-from alignlab.train.lean import lean_layers, lean_modules
-from alignlab.train.packing import pack, packed_hidden, supports_packing
 
 
 def split_model(model: Any) -> tuple[nn.Module, nn.Module]:
@@ -26,8 +27,7 @@ def split_model(model: Any) -> tuple[nn.Module, nn.Module]:
     Calling the backbone of a PEFT model still runs its LoRA layers (they are injected in place),
     and ``disable_adapter()`` still switches them off.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base = getattr(base, "module", base)  # DistributedDataParallel
+    base = base_model(model)
     head = base.get_output_embeddings()
     backbone = getattr(base, base.base_model_prefix, None)
     if head is None or backbone is None:
@@ -39,8 +39,8 @@ class CompletionLogps(nn.Module):
     """A causal LM as a module whose forward returns completion log-probs.
 
     ``packing``: True runs each batch as one packed row with its shared prompts encoded once
-    (models of :data:`~alignlab.train.packing.PACKABLE_MODEL_TYPES`, else an error), and its
-    norms and MLPs keep fewer tensors for the backward (:mod:`alignlab.train.lean`); False runs
+    (models of :data:`~alignlab.forward.packing.PACKABLE_MODEL_TYPES`, else an error), and its
+    norms and MLPs keep fewer tensors for the backward (:mod:`alignlab.forward.lean`); False runs
     the plain right-padded batch through the model's own layers; None (default) packs where the
     model supports it. Both give the same :class:`LogProbs` up to float rounding.
 
@@ -70,13 +70,12 @@ class CompletionLogps(nn.Module):
                                chunk_size=self.chunk_size)
             mask = batch.completion_mask.bool()
             tokens = logps.new_zeros(mask.shape).masked_scatter(mask, logps)  # row-major order
-            return reduce_token_logps(tokens, mask, batch.token_weights)
+            return reduce_token_logps(tokens, mask)
         # position_ids follow from the right padding; the attention mask hides the pads.
         hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                           use_cache=False).last_hidden_state  # (N, L, H)
         return completion_logps(hidden, head, batch.input_ids, batch.completion_mask,
-                                chunk_size=self.chunk_size, token_weights=batch.token_weights)
-
+                                chunk_size=self.chunk_size)
 
     def _lean_modules(self) -> list[nn.Module]:
         """The norms and MLPs that keep fewer tensors for the backward (nothing to keep without
@@ -93,20 +92,10 @@ def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024,
 
 
 @torch.no_grad()
-def reference_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024,
-                    packing: bool | None = None) -> LogProbs:
-    """The same without gradients, for a frozen reference (callers set eval mode)."""
-    return sequence_logps(model, batch, chunk_size, packing)
-
-
-class RewardScores(nn.Module):
-    """A reward model as a module mapping a SequenceBatch to rewards (N,) (DDP-wrappable)."""
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: SequenceBatch) -> torch.Tensor:
-        from alignlab.models import reward_scores
-
-        return reward_scores(self.model, batch.input_ids, batch.attention_mask.long())
+def frozen_logps(model: nn.Module, batch: SequenceBatch, chunk_size: int = 1024,
+                 precision: str | None = None, packing: bool | None = None) -> LogProbs:
+    """Log-probs of ``batch`` without gradients, on the model's device, ``model`` in eval mode
+    for the call only; ``precision`` as :func:`~alignlab.forward.runtime.autocast_for`."""
+    device = model_device(model)
+    with eval_mode(model), autocast_for(precision, device):
+        return sequence_logps(model, batch.to(device), chunk_size, packing)

@@ -1,0 +1,58 @@
+"""Where a model runs and how: its device, its wrappers, autocast, and eval mode for one call.
+
+Example: ``with eval_mode(model), autocast_for("bf16", model_device(model)): ...``
+
+Every module that runs a model (training, the reference, the cache, sampling, scoring) asks
+these, so that a wrapped model (DistributedDataParallel, FSDP's root, peft) is unwrapped the same
+way everywhere and a mode or precision change is undone the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def unwrap(model: Any) -> Any:
+    """The model inside a DistributedDataParallel wrapper (which holds it as ``.module``)."""
+    return getattr(model, "module", model)
+
+
+def base_model(model: Any) -> Any:
+    """The Hugging Face model itself: outside DDP and inside peft (whose LoRA layers it holds)."""
+    model = unwrap(model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def autocast_for(precision: str | None, device: torch.device) -> AbstractContextManager:
+    """Autocast for "bf16", autocast off for "fp32", the caller's context for None."""
+    if precision is None:
+        return nullcontext()
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32', 'bf16' or None, got {precision!r}")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside; each module's own previous mode restored after (not
+    ``model.train(previous)``, which would also switch a deliberately frozen submodule)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
