@@ -2,8 +2,9 @@
 
 Example: ``report = check_data("pairs.jsonl", tokenizer=tok, max_length=1024); report.exit_code``
 
-Exit codes: 0 clean, 1 findings, 2 unreadable. Length statistics are in tokens when a tokenizer
-is given, otherwise in characters.
+Exit codes: 0 clean, 1 findings, 2 unreadable. A readable source that gives no records (an empty
+file, or every row skipped) is the finding "no records". Length statistics are in tokens when a
+tokenizer is given, otherwise in characters.
 """
 
 from __future__ import annotations
@@ -15,10 +16,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alignlab.data.load import MAX_EXAMPLES, LoadOptions, LoadReport, load_records, with_options
+from alignlab.data.load import (
+    MAX_EXAMPLES,
+    LoadOptions,
+    LoadReport,
+    LoadResult,
+    NoRecordsError,
+    load_records,
+    with_options,
+)
 from alignlab.data.readers import Location
 from alignlab.data.records import Judged, PreferencePair, RankedResponses, Record, is_chat
 from alignlab.errors import DataError
+
+NO_RECORDS = "no records"
+"""The finding for a source that gives no record at all: empty, or every row skipped or dropped."""
 
 LENGTH_BIAS_THRESHOLD = 0.10
 """A finding when chosen is the longer response in more than 60% (or under 40%) of pairs."""
@@ -44,6 +56,10 @@ class DoctorReport:
     length_bias: dict[str, float] = field(default_factory=dict)
 
     @property
+    def no_records(self) -> bool:
+        return any(f.name == NO_RECORDS and f.count for f in self.findings)
+
+    @property
     def exit_code(self) -> int:
         if self.fatal is not None:
             return 2
@@ -64,6 +80,10 @@ def check_data(
     report = DoctorReport(source)
     try:
         result = load_records(source, options)
+    except NoRecordsError as error:
+        # Readable but empty: a finding (exit 1), with the report of what each row became.
+        result = LoadResult([], error.report)
+        report.findings.append(Finding(NO_RECORDS, 1, _no_records_detail(error)))
     except DataError as error:
         report.fatal = str(error)
         return report
@@ -90,6 +110,14 @@ def check_data(
                 "learn length instead of quality (consider LN-DPO/SimPO or length-controlled eval)",
             ))
     return report
+
+
+def _no_records_detail(error: NoRecordsError) -> str:
+    # Skipped rows get their own findings below, with examples; the loader's hint for them
+    # (fix the first, run `alignlab data check`) would point back here.
+    if error.reason == "all rows dropped":
+        return error.message
+    return f"{error.message}; hint: {error.hint}"
 
 
 def _flatten(text: Any) -> str:

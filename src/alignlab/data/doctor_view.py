@@ -55,6 +55,8 @@ def render(report: DoctorReport, console: Console) -> None:
             for example in finding.examples:
                 console.print(f"  {escape(example)}", highlight=False)
     verdict = {0: "[green]clean[/]", 1: "[yellow]findings (exit 1)[/]"}[report.exit_code]
+    if report.no_records:  # the one finding that makes every other count meaningless
+        verdict = "[bold yellow]no records (exit 1)[/]"
     console.print(f"verdict: {verdict}")
 
 

@@ -4,6 +4,8 @@ Example: ``result = load_records("hh.jsonl.gz", on_error="skip"); result.records
 
 Nothing is lost silently: each row ends up as record(s), a rule-based drop (counted by reason),
 a skipped error (counted by reason, only with ``on_error="skip"``), or a raised :class:`DataError`.
+A source that gives no records at all raises :class:`NoRecordsError`: zero records is never a
+result, since a trainer or a check would otherwise run on nothing and report it as fine.
 """
 
 from __future__ import annotations
@@ -90,15 +92,33 @@ class LoadResult:
     """Where each record came from (parallel to ``records``), for messages about it later."""
 
 
+class NoRecordsError(DataError):
+    """A source that gives no records; ``report`` still accounts for every row it had.
+
+    Reasons: "empty file" (no rows at all), "empty folder" (a folder with no data files) and
+    "all rows dropped" (rows were read, but each one was skipped or dropped by a format's rule).
+    """
+
+    def __init__(self, message: str, report: LoadReport, *, hint: str, reason: str) -> None:
+        self.report = report
+        super().__init__(message, file=report.source, hint=hint, reason=reason)
+
+
 def load_records(source: str | Path, options: LoadOptions | None = None, **overrides: Any) -> LoadResult:
-    """Read a file, a folder of files, a saved dataset or a hub id into validated records."""
+    """Read a file, a folder of files, a saved dataset or a hub id into validated records.
+
+    Raises :class:`NoRecordsError` when the source gives not a single record.
+    """
     options = options or LoadOptions()
     if overrides:
         options = with_options(options, **overrides)
     _check_options(options)
     report = LoadReport(str(source))
-    located = _convert_kind(list(_records(_sources(source), options, report)), options.kind, report)
+    files = _sources(source)
+    located = _convert_kind(list(_records(files, options, report)), options.kind, report)
     report.records = len(located)
+    if not located:
+        raise _no_records(files, options, report)
     return LoadResult([record for _, record in located], report, [where for where, _ in located])
 
 
@@ -119,12 +139,11 @@ def _check_options(options: LoadOptions) -> None:
 
 
 def _sources(source: str | Path) -> list[str]:
-    """A folder of data files (not a saved dataset) reads every file in it, in name order."""
+    """A folder of data files (not a saved dataset) reads every file in it, in name order; a
+    folder with none gives no files (reported as an empty folder once the report exists)."""
     path = Path(source)
     if path.is_dir() and detect_file_kind_safe(path) != "datasets":
         files = sorted(p for p in path.iterdir() if p.is_file() and detect_file_kind_safe(p) not in (None, "hub"))
-        if not files:
-            raise DataError("folder holds no data files", file=str(path), hint="expected .jsonl/.json/.csv/.parquet")
         return [str(p) for p in files]
     return [str(source)]
 
@@ -152,6 +171,47 @@ def _records(
                 if options.on_error == "raise":
                     raise
                 report.note(report.skipped, error.reason, str(error).splitlines()[0])
+
+
+def _no_records(files: list[str], options: LoadOptions, report: LoadReport) -> NoRecordsError:
+    """Why a source gave no records: no data files, no rows, or every row skipped or dropped."""
+    if not files:
+        return NoRecordsError("empty folder: it holds no data files", report, reason="empty folder",
+                              hint="check the path; expected .jsonl/.json/.csv/.parquet files (optionally .gz)")
+    if report.rows == 0:
+        if files != [report.source]:  # a folder of data files, each of them empty
+            names = ", ".join(Path(f).name for f in files[:MAX_EXAMPLES])
+            return NoRecordsError(f"empty folder: no rows in its {_plural(len(files), 'data file')}", report,
+                                  reason="empty file", hint=f"check the path; {names}: 0 rows")
+        return NoRecordsError("empty file: it holds no rows", report, reason="empty file",
+                              hint="check the path; the file has 0 rows (blank lines and a CSV header are not rows)")
+    rows = "its one row was" if report.rows == 1 else f"all {report.rows} rows were"
+    return NoRecordsError(f"no records: {rows} dropped or skipped{_causes(report)}", report,
+                          reason="all rows dropped", hint=_no_records_hint(options, report))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _causes(report: LoadReport) -> str:
+    """`` (skipped: malformed JSON: 2; dropped by the format's rule: tie between raters: 1)``."""
+    parts = [f"{label}: " + ", ".join(f"{reason}: {n}" for reason, n in sorted(counter.items()))
+             for label, counter in (("skipped", report.skipped), ("dropped by the format's rule", report.dropped))
+             if counter]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _no_records_hint(options: LoadOptions, report: LoadReport) -> str:
+    if report.skipped:
+        # Reasons enter ``examples`` as they first occur: the first skipped one holds the first bad row.
+        first = next(reason for reason in report.examples if reason in report.skipped)
+        return f"fix the rows, starting with {report.examples[first][0]} (`alignlab data check` lists them all)"
+    if report.dropped:
+        return "every row was removed by its format's rule (a tie, no preference): there is nothing to learn from"
+    if options.kind is not None:
+        return f"no row gave a {options.kind!r} record; check the kind against the file's format"
+    return "no row gave a record; `alignlab data check` shows what was read"
 
 
 def _convert_row(

@@ -260,10 +260,9 @@ def _read_csv(path: str) -> Iterator[Row]:
     text = _decode_text(_open_bytes(path), path)
     dialect = csv.excel_tab if ".tsv" in Path(path).suffixes else csv.excel
     reader = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
-    header = next(reader, None)
-    if not header:
-        raise DataError("empty CSV file (no header row)", file=path, reason="empty file",
-                        hint="the first line must name the columns")
+    header = next((cells for cells in reader if cells), None)  # blank lines before it are no header
+    if header is None:
+        return  # only blank lines, or none: no rows, which the loader reports as an empty file
     index, start = 0, reader.line_num + 1
     for cells in reader:
         where = Location(path, line=start, row=index)
