@@ -10,11 +10,19 @@ Used by test_resume_ddp.py to interrupt a run the way a crash or an OOM killer w
   folder is written and fsynced, just before the folder is renamed into place;
 - ``--kill-before-pointer N``: after the step-N folder is renamed into place, before the
   ``latest`` pointer is updated to name it.
+
+Used by test_nonfinite_ddp.py to make one DDP rank alone see a bad loss:
+
+- ``--nan-on-rank R --nan-at-step N``: rank R's loss is NaN on every micro-batch of optimizer
+  step N (the graph kept, as a real overflow would). After each optimizer step every rank
+  prints one ``nonfinite-probe`` line: its step, counters, data position and a digest of its
+  trainable weights (gathered, under FSDP), so a test can tell whether the ranks still agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import sys
@@ -31,6 +39,8 @@ def main() -> int:
     parser.add_argument("--kill-before-step", type=int)
     parser.add_argument("--kill-in-rename", type=int)
     parser.add_argument("--kill-before-pointer", type=int)
+    parser.add_argument("--nan-on-rank", type=int, default=0)
+    parser.add_argument("--nan-at-step", type=int)
     parser.add_argument("train_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     train_args = [a for a in args.train_args if a != "--"]
@@ -72,6 +82,37 @@ def main() -> int:
             return original_pointer(path, text)
 
         checkpoint.write_text_atomic = write_atomic
+
+    if args.nan_at_step is not None:
+        original_init = loop.Trainer.__init__
+        original_optimizer_step = loop.Trainer._optimizer_step
+
+        def init(self, *rest, **kwargs):  # type: ignore[no-untyped-def]
+            original_init(self, *rest, **kwargs)
+            healthy = self.step_fn
+
+            def step_fn(indices):  # type: ignore[no-untyped-def]
+                result = healthy(indices)
+                if self.rank == args.nan_on_rank and self.step + 1 == args.nan_at_step:
+                    result.loss_sum = result.loss_sum * float("nan")
+                return result
+
+            self.step_fn = step_fn
+
+        def probed_step(self, device):  # type: ignore[no-untyped-def]
+            out = original_optimizer_step(self, device)
+            digest = hashlib.sha256()
+            for param in self.params:
+                # FSDP's DTensor shards gathered (a collective: every rank probes every step).
+                full = param.detach().full_tensor() if hasattr(param, "full_tensor") else param.detach()
+                digest.update(full.cpu().contiguous().numpy().tobytes())
+            print(f"nonfinite-probe rank={self.rank} step={self.step + 1} "
+                  f"skipped={self.counters['skipped_nonfinite']} micro_batches={self.micro_batches} "
+                  f"weights={digest.hexdigest()[:16]}", flush=True)
+            return out
+
+        loop.Trainer.__init__ = init
+        loop.Trainer._optimizer_step = probed_step
 
     from alignlab.cli import main as cli_main
 

@@ -24,7 +24,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from alignlab.config import TrainConfig
 from alignlab.errors import AlignlabError
-from alignlab.train.order import ExampleOrder
 from alignlab.train.checkpoint import (
     TrainingState,
     capture_rng,
@@ -32,6 +31,7 @@ from alignlab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from alignlab.train.order import ExampleOrder
 
 
 class NonFiniteError(AlignlabError):
@@ -150,10 +150,13 @@ class Trainer:
             sync = k == len(windows) - 1
             with self._no_sync(not sync), self._autocast(device):
                 result = self.step_fn(indices)
+            bad_ranks = self._nonfinite_ranks(result.loss_sum, device)
+            if bad_ranks:
+                # Not counted in the data position yet: the whole step's micro-batches are passed over.
+                self.micro_batches += len(windows)
+                return self._nonfinite("loss", bad_ranks)
             # DDP averages gradients over ranks; scaling by world size turns that into the global sum.
             scaled = result.loss_sum * (self.order.world_size / total)
-            if not torch.isfinite(result.loss_sum):
-                return self._nonfinite("loss", result)
             scaled.backward()
             loss_total += float(result.loss_sum.detach())
             tokens += result.tokens
@@ -163,9 +166,11 @@ class Trainer:
             for name, value in result.loss_metrics.items():
                 raw.setdefault(name, []).append(value.reshape(-1))
         self.micro_batches += len(windows)
+        # Rank-consistent without a collective of its own: DDP all-reduced the gradients in the last
+        # backward (a NaN anywhere is a NaN everywhere), and FSDP's clip computes the global norm.
         grad_norm = self._clip()
         if not math.isfinite(grad_norm):
-            return self._nonfinite("gradient", None)
+            return self._nonfinite("gradient")
         self.optimizer.step()
         self.scheduler.step()
         if self.loss_state is not None:  # after the optimizer step, as BCO's δ (never in eval)
@@ -194,14 +199,37 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.params, limit if limit is not None else float("inf"))
         return float(norm)
 
-    def _nonfinite(self, what: str, result: StepResult | None) -> dict[str, float]:
+    def _nonfinite_ranks(self, loss: torch.Tensor, device: torch.device) -> list[int]:
+        """The ranks whose micro-batch loss is NaN or infinite, the same list on every rank.
+
+        Under DDP or FSDP a rank that skipped ``backward()`` alone would leave the others waiting in
+        the gradient all-reduce (or reduce-scatter) forever, so the ranks share one flag each and
+        decide together. A single process pays for no collective.
+        """
+        world = self.order.world_size
+        if world == 1 or not torch.distributed.is_initialized():
+            return [] if bool(torch.isfinite(loss.detach())) else [self.rank]
+        # One slot per rank rather than a single summed flag: the error can name the rank(s).
+        flags = torch.zeros(world, dtype=torch.int32, device=device)
+        flags[torch.distributed.get_rank()] = (~torch.isfinite(loss.detach())).to(torch.int32)
+        torch.distributed.all_reduce(flags)
+        return [rank for rank, flag in enumerate(flags.tolist()) if flag]
+
+    def _nonfinite(self, what: str, ranks: list[int] | None = None) -> dict[str, float]:
+        """Stop or skip the step; every rank reaches this together (see ``_nonfinite_ranks``).
+
+        The caller has already advanced ``micro_batches`` past the step, so a skip resumes on
+        the next step's data."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.settings.on_nonfinite == "stop":
+            where = ""
+            if ranks is not None and self.order.world_size > 1:
+                names = ", ".join(map(str, ranks))
+                where = f" on rank{'s' if len(ranks) > 1 else ''} {names} of {self.order.world_size}"
             raise NonFiniteError(
-                f"non-finite {what} at step {self.step + 1}; the run stopped and its last checkpoint "
+                f"non-finite {what} at step {self.step + 1}{where}; the run stopped and its last checkpoint "
                 f"(if any) is in {self.checkpoints}\n  hint: lower the learning rate, use fp32, check "
                 "the data with `alignlab data check`, or set train.on_nonfinite=skip to skip such steps")
-        self.micro_batches += self.settings.grad_accum
         self.counters["skipped_nonfinite"] += 1
         return {"loss": float("nan"), "skipped_nonfinite": self.counters["skipped_nonfinite"]}
 
