@@ -2,13 +2,14 @@
 
 Run: ``.venv/bin/python bench/bench_ranking.py [--limit N] [--batch-size B] [--out results.json]``
 
-For every data set in ``../shared/data/pairs`` (next to the repository): load the pairs, score
-chosen and rejected with SmolLM2 (completion-only log-probs, ``score_pairs``), and report the
-ranking accuracy R (summed log-probs) and the length-normalised R̃ (mean token log-probs), ties
-counting one half, with binomial standard errors, per data set and per source. For PandaLM,
-whose raw file keeps the three raters' votes (α, the share preferring the chosen answer), also the
-idealized ranking accuracy R* / R̃* of the exact DPO/RLHF optimum with SmolLM2 as the reference,
-for β ∈ {0.01, 0.1, 1} (Chen et al. Cor. 3.3).
+For every data set in ``pairs/`` of the project's sample of real preference data (``--data-dir``;
+default ``$ALIGNLAB_REAL_DATA``, else the maintainers' default place beside the checkout): load
+the pairs, score chosen and rejected with SmolLM2 (completion-only log-probs, ``score_pairs``), and
+report the ranking accuracy R (summed log-probs) and the length-normalised R̃ (mean token
+log-probs), ties counting one half, with binomial standard errors, per data set and per source.
+For PandaLM, whose raw file keeps the three raters' votes (α, the share preferring the chosen
+answer), also the idealized ranking accuracy R* / R̃* of the exact DPO/RLHF optimum with SmolLM2
+as the reference, for β ∈ {0.01, 0.1, 1} (Chen et al. 2024, arXiv 2405.19534, Cor. 3.3).
 
 Prompts are scored in SmolLM2's chat format by default (``--format chat``): a prompt becomes a
 user turn (HH-RLHF transcripts become their user/assistant turns) and each answer an assistant
@@ -46,7 +47,8 @@ from alignlab.eval.ranking import (
 )
 from alignlab.eval.scoring import score_pairs
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_DATA_ENV = "ALIGNLAB_REAL_DATA"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PANDALM_RAW = "raw/pandalm_testset-v1.json"
 PANDALM_PAIRS = "pandalm_test.jsonl"
 BY_SOURCE = ("hhh_alignment", "llmbar_all")
@@ -59,8 +61,9 @@ TURN = re.compile(r"\n\n(Human|Assistant):")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not (DATA / "pairs").is_dir():
-        print(f"bench_ranking: skipped, no data folder at {DATA / 'pairs'}")
+    if not (args.data_dir / "pairs").is_dir():
+        print("bench_ranking: skipped, the project's sample of real preference data is not "
+              f"present (set {REAL_DATA_ENV} or --data-dir to its folder)")
         return 0
     from alignlab.models.smollm2 import load_smollm2, smollm2_path
 
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     load_s = time.perf_counter() - started
     results: dict[str, Any] = {"setup": setup(args, load_s), "datasets": {}}
-    files = sorted((DATA / "pairs").glob("*.jsonl"))
+    files = sorted((args.data_dir / "pairs").glob("*.jsonl"))
     if args.sets:
         files = [f for f in files if f.stem in args.sets]
     for file in files:
@@ -106,6 +109,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit sample")
     parser.add_argument("--sets", nargs="*", default=None,
                         help="only these data sets (file stems, e.g. hh_rlhf_harmless_test)")
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get(REAL_DATA_ENV) or DEFAULT_DATA),
+                        help="folder of the real-data sample, holding pairs/ and raw/ "
+                             f"(default: ${REAL_DATA_ENV}, else the maintainers' default place)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/ranking_smollm2.json"),
                         help="JSON results (default runs/bench/ranking_smollm2.json)")
     args = parser.parse_args(argv)
@@ -147,7 +154,7 @@ def bench_dataset(file: Path, model: Any, tokenizer: Any, args: argparse.Namespa
     records = loaded.records
     shares: list[float] | None = None
     if file.name == PANDALM_PAIRS:
-        raw = load_records(DATA / PANDALM_RAW).records
+        raw = load_records(args.data_dir / PANDALM_RAW).records
         if not _same_pairs(raw, records):
             raise SystemExit(f"{PANDALM_RAW} and {file.name} hold different pairs")
         records = raw  # the same pairs, with α (rater_share) kept

@@ -2,10 +2,12 @@
 
 The corpus is lower-case English only, so no merge involves an upper-case letter: a text such as
 ``"KKK"`` is exactly three tokens, which lets tests state token counts as plain numbers.
+:func:`real_data_dir` says where the optional sample of real preference data lies.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,20 @@ def bpe_tokenizer_dir(bpe_tokenizer: Any, tmp_path_factory: pytest.TempPathFacto
     path = tmp_path_factory.mktemp("bpe_tokenizer")
     bpe_tokenizer.save_pretrained(path)
     return path
+
+
+REAL_DATA_ENV = "ALIGNLAB_REAL_DATA"
+REAL_DATA_MISSING = ("the project's sample of real preference data is not present "
+                     f"(set {REAL_DATA_ENV} to its folder)")
+"""Skip reason of the tests that read the real-data sample."""
+
+
+def real_data_dir() -> Path:
+    """Folder of the project's sample of real preference data (``raw/``: the published files;
+    ``pairs/``: the same normalised to prompt/chosen/rejected JSONL): ``$ALIGNLAB_REAL_DATA`` when
+    set, else the maintainers' default place beside the checkout. Tests that need it skip with
+    :data:`REAL_DATA_MISSING` where it is absent."""
+    configured = os.environ.get(REAL_DATA_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,28 +1,29 @@
-"""The five published data sets in ../shared/data/raw/, read as published, against pairs/.
+"""Five published human-preference data sets (HH-RLHF harmless test, PandaLM test, FineGrainedRLHF
+QA feedback dev, HHH alignment, LLMBar), read as published, against their normalised pairs.
 
-Each raw source loaded with default options must give exactly the normalised pairs of
-``shared/data/pairs/`` (same rows, same order), with the report accounting for every dropped row.
-Skipped where the shared data is absent.
+Each raw source in the real-data sample's ``raw/`` loaded with default options must give exactly
+the normalised pairs of its ``pairs/`` (same rows, same order), with the report accounting for
+every dropped row. Skipped where the sample is absent (``ALIGNLAB_REAL_DATA`` names its folder).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from alignlab.data import RankedResponses, load_records
 from alignlab.data.load import LoadResult
+from conftest import REAL_DATA_MISSING, real_data_dir
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+REAL_DATA = real_data_dir()
 
-if not SHARED_DATA.is_dir():
-    pytest.skip(f"shared data not found at {SHARED_DATA}", allow_module_level=True)
+if not REAL_DATA.is_dir():
+    pytest.skip(REAL_DATA_MISSING, allow_module_level=True)
 
-RAW = SHARED_DATA / "raw"
-PAIRS = SHARED_DATA / "pairs"
+RAW = REAL_DATA / "raw"
+PAIRS = REAL_DATA / "pairs"
 
 # raw source -> normalised pairs, and the report numbers loading the raw source must give:
 # rows read, records kept, rows dropped by the format's rule, warnings (kept as published)

@@ -1,4 +1,5 @@
-"""Calibration of σ(βΔ) against labels and rater shares (ANCHORS.md §7.1: nobody logs it).
+"""Calibration of σ(βΔ) against labels and rater shares (TRL, OpenRLHF, LLaMA-Factory and torchtune
+log the implicit-reward accuracy only, never its calibration).
 
 Each test's docstring gives the derivation of the expected number.
 """

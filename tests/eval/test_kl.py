@@ -175,8 +175,9 @@ def test_pmf_is_the_best_of_n_draws_by_enumeration_with_ties() -> None:
 def test_binary_uniform_n16_is_log2_minus_a_tiny_entropy() -> None:
     """K = 2, p = (½, ½), N = 16: π_BoN(low) = ε = 2⁻¹⁶, π_BoN(high) = 1 − ε, so
     KL = (1−ε) log(2(1−ε)) + ε log(2ε) = log 2 − H(ε) ≈ 0.693147 − 0.000185 = 0.692963, below
-    the bound 1.8351 and below log 2. METHODS.md §8's "0.75" is not this value (nor any
-    p-independent one): a binary p reaches 0.75 only at P(high) ≈ 0.0325 or ≈ 0.472."""
+    the bound 1.8351 and below log 2. A value of 0.75 for "K = 2, N = 16", quoted without p, is
+    not this one (nor any p-independent one): a binary p reaches 0.75 only at P(high) ≈ 0.0325 or
+    ≈ 0.472."""
     eps = 2.0**-16
     by_hand = math.log(2) + (1 - eps) * math.log1p(-eps) + eps * math.log(eps)
     got = best_of_n_kl_exact([0.5, 0.5], [0.0, 1.0], 16)
@@ -203,7 +204,7 @@ def test_binary_kl_is_not_capped_at_log2_for_a_rare_best_outcome() -> None:
 def test_many_distinct_outcomes_approach_the_bound() -> None:
     """Uniform p over K outcomes with distinct rewards, N = 16: the exact KL is below
     log N − (N−1)/N by about 0.107/K² (computed: 1.07e-3 at K = 100, 1.07e-5 at K = 1000), so
-    METHODS.md's "matches to 1e-4 at K = 1000" holds, with room to spare."""
+    near-continuous outcomes match the bound to 1e-4 at K = 1000, with room to spare."""
     bound = best_of_n_kl_bound(16)
     gaps = {k: bound - best_of_n_kl_exact(torch.full((k,), 1 / k), torch.arange(k).double(), 16)
             for k in (100, 1000)}

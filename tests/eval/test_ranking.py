@@ -1,4 +1,5 @@
-"""Ranking accuracy, its idealized bound, Thm 4.1 difficulty, the logged metrics (METHODS.md §11).
+"""Ranking accuracy, its idealized bound, Thm 4.1 difficulty, the logged metrics (Chen et al. 2024,
+Preference Learning Algorithms Do Not Learn Preference Rankings, arXiv 2405.19534).
 
 Each test's docstring gives the derivation of the expected number.
 """

@@ -1,4 +1,6 @@
-"""Closed-form values and identities of the DPO family (METHODS.md, Baselines: DPO and IPO, §1, §11).
+"""Closed-form values and identities of the DPO family: DPO (Rafailov et al. 2023, arXiv 2305.18290)
+and its TRL variants, IPO (Azar et al. 2023, arXiv 2310.12036), LN-DPO (Ahrabian et al. 2024, arXiv
+2407.15229) and DPO^γ (Chen et al. 2024, arXiv 2405.19534, Eq. 4).
 
 Each test's docstring gives the derivation of the expected number.
 """

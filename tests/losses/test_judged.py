@@ -1,4 +1,5 @@
-"""Closed-form values and identities of CUT (METHODS.md §3, Xu et al. 2023).
+"""Closed-form values and identities of CUT (Xu et al. 2023, Reasons to Reject? Aligning Language
+Models with Judgments, arXiv 2312.14591).
 
 Each test's docstring gives the derivation of the expected number. Per-token log-probs are given
 as log of probabilities chosen by hand; masked positions hold junk that must not matter.
@@ -22,7 +23,7 @@ def logs(*rows: list[float]) -> torch.Tensor:
 
 
 def test_equal_contexts_give_the_mean_of_the_two_nlls():
-    """§3 (i): p^A = p^B ⇒ ratio 1 ≤ λ = 1.1 ⇒ no unlikely token; every ℓ_t = −log p^B_t, so
+    """p^A = p^B ⇒ ratio 1 ≤ λ = 1.1 ⇒ no unlikely token; every ℓ_t = −log p^B_t, so
     ul = NLL_B and L = (NLL_A + NLL_B)/2 with NLL = token mean over the 3 unmasked tokens:
     (−log 0.5 − log 0.25 − log 0.8)/3 (the fourth position is masked)."""
     probs = [0.5, 0.25, 0.8, 0.999]
@@ -34,7 +35,7 @@ def test_equal_contexts_give_the_mean_of_the_two_nlls():
 
 
 def test_unlikely_token_value_and_gradient():
-    """§3 (ii): token 1 has p^A = 0.9, p^B = 0.6 ⇒ ratio 1.5 > 1.1 ⇒ ℓ = −α log(1 − 0.6); token 2
+    """token 1 has p^A = 0.9, p^B = 0.6 ⇒ ratio 1.5 > 1.1 ⇒ ℓ = −α log(1 − 0.6); token 2
     has p^A = p^B = 0.5 ⇒ ℓ = −log 0.5. α = 0.5:
     mle = (−log 0.9 − log 0.5)/2, ul = (−0.5 log 0.4 − log 0.5)/2, L = (mle + ul)/2.
 
@@ -68,7 +69,7 @@ def test_threshold_decides_the_branch():
 
 
 def test_batch_without_negatives_is_token_mean_nll():
-    """§3 (iii): positives only ⇒ loss_i = token-mean NLL of the A sequence; the misalign tensor is
+    """positives only ⇒ loss_i = token-mean NLL of the A sequence; the misalign tensor is
     ignored (junk here). Example 1: (−log 0.5 − log 0.25)/2; example 2: −log 0.1 (one token)."""
     policy = logs([0.5, 0.25], [0.1, 0.7])
     mask = torch.tensor([[True, True], [True, False]])

@@ -111,7 +111,8 @@ def test_an_unreachable_hub_id_is_an_error_with_a_hint(monkeypatch: pytest.Monke
 
 
 def test_pickled_weights_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
-    """DESIGN §9: weights through safetensors only; a .bin-only folder is an error, not unpickled."""
+    """Weights load through safetensors only, so no pickle from a model folder ever runs: a
+    .bin-only folder is an error, not unpickled."""
     folder = tmp_path / "bin_only"
     folder.mkdir()
     shutil.copy(tiny_dir / "config.json", folder / "config.json")

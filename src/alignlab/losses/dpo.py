@@ -2,7 +2,8 @@
 
 Example: ``losses, metrics = dpo(pc, pr, rc, rr, beta=0.1)`` with each input of shape (B,)
 
-Notation (METHODS.md §0): ρ(y) = log πθ(y|x) − log πref(y|x); Δ = ρ(y_w) − ρ(y_l).
+Notation: ρ(y) = log πθ(y|x) − log πref(y|x) over the completion tokens only (prompt and padding
+masked out), summed unless the contract says logps="mean"; Δ = ρ(y_w) − ρ(y_l), w chosen, l rejected.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Example: ``losses, metrics = nca(pc, pr, rc, rr, beta=0.01)`` with each input of shape (B,)
 
-Notation (METHODS.md §0): ρ(y) = log πθ(y|x) − log πref(y|x) from summed log-probs;
-Δ = ρ(y_w) − ρ(y_l). The sequence-level forms follow TRL's ``DPOTrainer`` loss types
-(ANCHORS.md §1a); defaults are the papers' settings as TRL's paper index records them.
+Notation: ρ(y) = log πθ(y|x) − log πref(y|x) from log-probs summed over the completion tokens;
+Δ = ρ(y_w) − ρ(y_l), w chosen, l rejected. The sequence-level forms follow the ``loss_type``
+options of TRL's ``DPOTrainer`` (``trl/trainer/dpo_trainer.py``, TRL v1.9.0); defaults are the
+papers' settings as TRL's paper index (``docs/source/paper_index.md``) records them.
 """
 
 from __future__ import annotations
@@ -178,16 +179,16 @@ def ddpo(
     chosen_weights: torch.Tensor, rejected_weights: torch.Tensor,
     *, beta: float = 0.5, average: bool = True,
 ) -> LossOutput:
-    """Dense DPO of RLHF-V (Yu et al. 2024, Eq. 5; METHODS.md §18): DPO on weighted scores
+    """Dense DPO of RLHF-V (Yu et al. 2024, CVPR, Eq. 5): DPO on weighted scores
 
     s(y) = Σ_t w_t log π(y_t|x, y_<t) / Σ_t w_t  (``average=True``, the paper's Eq. 5), or
-    s(y) = Σ_t w_t log π(y_t|x, y_<t)             (``average=False``, the README launch),
+    s(y) = Σ_t w_t log π(y_t|x, y_<t)             (``average=False``, the authors' README launch),
     L = −log σ(β [(s_θ(y_w) − s_ref(y_w)) − (s_θ(y_l) − s_ref(y_l))]),
 
     with the same weights w (1 on unchanged tokens, γ on corrected ones, from
     :func:`dense_token_weights`) for policy and reference. Paper: β = 0.5, γ = 5; the README
-    launch uses β = 0.1, γ = 1.1, ``average=False``. Token inputs (B, T), 0 where the mask
-    is False; masks and weights (B, T); returns losses (B,).
+    launch of the authors' code (thunlp/Muffin) uses β = 0.1, γ = 1.1, ``average=False``. Token
+    inputs (B, T), 0 where the mask is False; masks and weights (B, T); returns losses (B,).
     """
     def ratio(policy: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
         return _weighted_score(policy, mask, w, average) - _weighted_score(ref, mask, w, average)

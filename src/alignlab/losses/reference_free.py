@@ -2,7 +2,8 @@
 
 Example: ``losses, metrics = simpo(policy_chosen, policy_rejected, beta=2.0)`` with inputs (B,)
 
-Notation (METHODS.md §0): S(y) = summed completion log-prob, A(y) = S(y)/|y| its per-token mean.
+Notation: S(y) = summed completion log-prob (prompt and padding masked out), A(y) = S(y)/|y| its
+per-token mean, |y| the number of completion tokens.
 """
 
 from __future__ import annotations
@@ -105,17 +106,21 @@ def _log1p_sum_exp(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 @register_loss("aft", needs_ref=False, logps="mean", data="ranked", verified=False,
                paper="Wang et al. 2023, Making Large Language Models Better Reasoners with Alignment, "
                      "arXiv 2309.02144",
-               equation="constraint alignment loss (§4; constraint forms unverified, METHODS.md §4)")
+               equation="constraint alignment loss (§4; constraint forms unverified: not pinned "
+                        "down by the paper's text)")
 def aft(
     policy: torch.Tensor, scores: torch.Tensor, response_mask: torch.Tensor,
     *, constraint: str = "detached", tau: float = 1.0, boundary: float = 1.0,
 ) -> LossOutput:
-    """AFT constraint alignment loss (Wang et al. 2023, §4). UNVERIFIED: equations from a summary.
+    """AFT constraint alignment loss (Wang et al. 2023, §4). UNVERIFIED: the constraint equations are
+    not pinned down by the paper's text as available (its abstract and a secondary summary; no author
+    code was found), so these forms follow the secondary summary.
 
     s = ``policy`` (B, K), the token-mean log-likelihood of each of K sampled CoTs; ``scores`` (B, K)
     label them, higher is better (binary correctness 1/0, or ranks); ``response_mask`` (B, K) marks
     those that exist. Pairs p ≻ n are all present (p, n) with score_p > score_n (binary: positives ×
-    negatives; ranked: every higher/lower pair, in one log rather than METHODS.md's per-anchor sum).
+    negatives; ranked: every higher/lower pair, in one log rather than the per-anchor sum
+    Σ_i log(1 + Σ_{j ranked below i} exp(s_j − s_i)) of the secondary summary).
     Alignment: L_A = log(1 + Σ_{p≻n} exp(s_n − s_p)). ``constraint`` keeps negatives from collapsing:
     - "none": L_A alone (what the paper argues degrades the model);
     - "detached" (default): L_A with the gradient through every s_n stopped, so only positives move;

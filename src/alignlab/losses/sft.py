@@ -2,7 +2,8 @@
 
 Example: ``losses, metrics = nll(policy_tokens, mask)`` with inputs (B, T)
 
-Notation (METHODS.md §0): S(y) = summed completion log-prob, A(y) = S(y)/|y| its per-token mean.
+Notation: S(y) = summed completion log-prob (prompt and padding masked out), A(y) = S(y)/|y| its
+per-token mean, |y| the number of completion tokens.
 """
 
 from __future__ import annotations
