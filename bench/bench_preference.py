@@ -5,20 +5,61 @@ Run: ``.venv/bin/python bench/bench_preference.py [--model a|b|smollm2|qwen2.5-0
 [--out runs/bench/preference.json]``
 
 Needs the bench extra (``pip install -e '.[bench]'``: TRL is only a baseline, never imported by
-alignlab itself). Setup (issue 7, ../shared/ANCHORS.md §8): a byte-level BPE tokenizer with a
+alignlab itself). Setup: a byte-level BPE tokenizer with a
 vocabulary of 8,192 trained here on synthetic text; a random-init Llama-style model with tied
 embeddings, (a) 4 layers, hidden 256, 4 heads, intermediate 1024 (6.3M parameters) or (b) 12
 layers, hidden 768, 12 heads, intermediate 2048 (91M), saved once to a temporary folder so every
 run loads the same weights; 512 synthetic pairs (prompt ≈ 64, completions ≈ 64 tokens, ±25%)
 written as TRL-standard prompt/chosen/rejected JSONL that both tools read.
 
-DPO sigmoid, β = 0.1, batch 8 pairs, lr 1e-6 linear decay, no warm-up, grad-norm clip 1.0, plain
-AdamW (``optim=adamw_torch`` for TRL; alignlab uses the fused kernel), fp32 on CPU for both:
-TRL's ``DPOConfig`` defaults to bf16 autocast and gradient checkpointing even on CPU, both
-switched off here (``--device cuda --dtype bf16``: bf16 autocast for both, float32 weights; the
-SmolLM2-135M and Qwen2.5-0.5B shapes are for that, with peak GPU memory and MFU reported). No
-evaluation, no logging, no checkpoints for TRL; alignlab always writes its final checkpoint and
-model (counted in its wall time).
+DPO sigmoid (Rafailov et al., 2023, arXiv:2305.18290), β = 0.1, batch 8 pairs, lr 1e-6 linear
+decay, no warm-up, grad-norm clip 1.0, AdamW without weight decay (the fused kernel for both
+tools), fp32 on CPU for both: TRL's ``DPOConfig`` defaults to bf16 autocast and gradient
+checkpointing even on CPU, both switched off here (``--device cuda --dtype bf16``: bf16 autocast
+for both, float32 weights; the SmolLM2-135M and Qwen2.5-0.5B shapes are for that, with peak GPU
+memory and MFU reported). No evaluation, no logging, no checkpoints for TRL; alignlab always
+writes its final checkpoint and model (counted in its wall time).
+
+TRL runs with its fastest options that keep fp32 and the same loss, update and batches
+(:func:`trl_settings`, recorded in the results JSON and printed under the table):
+
+- ``optim=adamw_torch_fused``: torch's fused AdamW kernel (on CPU since torch 2.4), the same
+  update as alignlab's optimizer and transformers' own default for torch >= 2.8;
+- ``attn_implementation=sdpa``: PyTorch's scaled-dot-product attention, the fastest kernel that
+  runs on a CPU (FlashAttention is CUDA-only), the one alignlab's forward uses too;
+- ``precompute_ref_batch_size=32`` (trl_precompute): the reference pass in batches of 32 pairs
+  (64 sequences, as alignlab builds its reference cache), a no-grad forward, so the same
+  log-probabilities; TRL documents it as the way to speed that pass up;
+- ``gradient_checkpointing=False``, ``bf16=False`` on CPU: recomputation and autocast only cost
+  time there (and bf16 would not be fp32);
+- ``dataloader_pin_memory`` only with ``--device cuda``: there is nothing to pin for a CPU run
+  (transformers unpins it itself under ``use_cpu``);
+- a datasets cache of its own per run, so TRL tokenizes and (trl_precompute) computes its
+  reference log-probabilities in every run, as alignlab builds its cache afresh in every run;
+  with the shared default cache, later alternations would silently reuse the first one's.
+
+Options considered and left off:
+
+- ``padding_free``: TRL 1.16's DPOTrainer ignores it (it warns and falls back to padding since
+  its DPO rewrite), and it was only ever supported with FlashAttention 2/3, not sdpa on a CPU;
+- ``use_liger_kernel``: Liger's Triton kernels are GPU-only (and TRL deprecates the flag for Hub
+  kernels, a download; these runs are offline);
+- ``torch_compile``: inductor's compile time (tens of seconds, again for new padded lengths)
+  would land in runs of a few dozen steps, and alignlab runs eager: it would time the compiler;
+- ``dataloader_num_workers`` > 0 (with persistent workers, prefetch): the collator only pads 16
+  pre-tokenized lists, far under a millisecond against a step of tenths of a second, while
+  worker processes would take cores from the ``--threads`` torch threads and keep memory outside
+  the child's peak RSS;
+- ``dataset_num_proc``: tokenizing a few hundred pairs takes about a second; worker processes
+  cost more to start than they save;
+- ``train_sampling_strategy=group_by_length``: less padding, but batches of pairs of alike length
+  instead of uniform random ones, a different training run;
+- ``pad_to_multiple_of`` (None, TRL's CPU default) and ``max_length=1024`` with ``keep_start``
+  truncation (pairs are ~130 tokens, nothing is cut; alignlab has the same limit): padding more
+  only adds work, a lower limit would change the data;
+- ``activation_offloading``: moves activations from GPU to CPU memory, nothing to gain on a CPU;
+- ``torch.set_float32_matmul_precision("high"/"medium")``: lets matmuls run in TF32/bf16, not fp32;
+- ``precompute_ref_log_probs``: measured on its own, as the trl_precompute tool.
 
 Each run is its own subprocess, so peak RSS (VmHWM) is per tool; the tools (:data:`TOOLS`)
 alternate, repeated ``--alternations`` times. Reported per tool (medians over alternations):
@@ -65,6 +106,8 @@ precompute_ref_log_probs=True."""
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 """Dense bf16 peak of the card (NVIDIA data sheets, SXM parts), for model FLOPs utilisation."""
 BATCH, BETA, LR, WARMUP_STEPS, VOCAB = 8, 0.1, 1e-6, 2, 8192
+PRECOMPUTE_REF_BATCH = 32
+"""TRL's reference precompute batch, in pairs: 64 sequences, the batch alignlab builds its cache in."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,11 +234,53 @@ def run_alignlab(setup: dict[str, Any], args: argparse.Namespace, out_dir: Path,
     return [r["seconds"] for r in records if r.get("split") == "train"]
 
 
-def run_trl(setup: dict[str, Any], args: argparse.Namespace, out_dir: Path, precompute: bool) -> list[float]:
+TRL_CHOICES = (
+    ("optim", "torch's fused AdamW kernel, the same update as alignlab's optimizer"),
+    ("attn_implementation", "the fastest attention that runs on a CPU (FlashAttention is CUDA-only)"),
+    ("precompute_ref_batch_size", "trl_precompute's no-grad reference pass in 64-sequence batches, as alignlab's cache"),
+    ("gradient_checkpointing", "recomputing activations only costs time"),
+    ("dataloader_num_workers", "collating 16 tokenized lists is sub-millisecond; workers would take the torch threads' cores"),
+    ("fresh_datasets_cache", "TRL tokenizes (and precomputes) in every run, as alignlab builds its cache in every run"),
+)
+"""The TRL settings named under the table, each with why (the module docstring has the long form)."""
+TRL_LEFT_OFF = (
+    ("padding_free", "ignored by TRL's DPOTrainer (falls back to padding) and FlashAttention-only"),
+    ("use_liger_kernel", "Triton kernels, GPU-only"),
+    ("torch_compile", "compile time would swamp runs of a few dozen steps; alignlab runs eager"),
+    ("group_by_length", "length-grouped batches are a different training run"),
+    ("dataset_num_proc", "process start-up costs more than tokenizing a few hundred pairs"),
+)
+"""TRL speed options not used, each with why."""
+
+
+def trl_settings(device: str) -> dict[str, Any]:
+    """TRL's speed options used for both TRL tools (see the module docstring for why each);
+    ``precompute_ref_batch_size`` only acts with ``precompute_ref_log_probs=True``."""
+    return {"optim": "adamw_torch_fused", "attn_implementation": "sdpa",
+            "precompute_ref_batch_size": PRECOMPUTE_REF_BATCH, "gradient_checkpointing": False,
+            "dataloader_num_workers": 0, "dataloader_pin_memory": device == "cuda", "dataset_num_proc": None,
+            "padding_free": False, "use_liger_kernel": False, "torch_compile": False,
+            "train_sampling_strategy": "random", "max_length": 1024, "truncation_mode": "keep_start",
+            "pad_to_multiple_of": None, "fresh_datasets_cache": True}
+
+
+def trl_notes(settings: dict[str, Any]) -> list[str]:
+    """Lines naming TRL's optimizer and speed options, each with why, printed under the table."""
+    head = ", ".join(f"{key}={settings[key]}" for key, _ in TRL_CHOICES)
+    return [f"TRL: {head} (fp32 on CPU, the same DPO loss and AdamW update as alignlab)",
+            *(f"- {key}={settings[key]}: {why}" for key, why in TRL_CHOICES),
+            "- left off: " + "; ".join(f"{key} ({why})" for key, why in TRL_LEFT_OFF)]
+
+
+def run_trl(setup: dict[str, Any], args: argparse.Namespace, out_dir: Path,
+            precompute: bool) -> tuple[list[float], dict[str, Any]]:
+    """The step times, and what TRL actually ran with (optimizer class, fused, attention)."""
     import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
+
+    settings = trl_settings(args.device)
 
     class StepTimes(TrainerCallback):
         def __init__(self) -> None:
@@ -208,23 +293,35 @@ def run_trl(setup: dict[str, Any], args: argparse.Namespace, out_dir: Path, prec
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
 
-    dataset = load_dataset("json", data_files=setup["data"], split="train")
+    # A datasets cache of this run's own: TRL's tokenized data and precomputed reference log-probs are
+    # cached there, and a shared cache would hand later alternations the first run's work.
+    dataset = load_dataset("json", data_files=setup["data"], split="train", cache_dir=str(out_dir / "datasets"))
     tokenizer = AutoTokenizer.from_pretrained(setup["model_dir"])
-    model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], dtype=torch.float32,
+                                                 attn_implementation=settings["attn_implementation"])
     config = DPOConfig(
         output_dir=str(out_dir), beta=BETA, loss_type=["sigmoid"], learning_rate=LR,
         per_device_train_batch_size=BATCH, gradient_accumulation_steps=1, max_steps=args.steps,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
-        bf16=args.dtype == "bf16", fp16=False, gradient_checkpointing=False, use_cpu=args.device == "cpu",
-        max_length=1024,
-        precompute_ref_log_probs=precompute, eval_strategy="no", save_strategy="no", logging_strategy="no",
-        report_to=[], disable_tqdm=True, dataloader_num_workers=0, seed=0)
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim=settings["optim"],
+        bf16=args.dtype == "bf16", fp16=False, gradient_checkpointing=settings["gradient_checkpointing"],
+        use_cpu=args.device == "cpu", max_length=settings["max_length"], truncation_mode=settings["truncation_mode"],
+        pad_to_multiple_of=settings["pad_to_multiple_of"], padding_free=settings["padding_free"],
+        dataset_num_proc=settings["dataset_num_proc"], use_liger_kernel=settings["use_liger_kernel"],
+        torch_compile=settings["torch_compile"], train_sampling_strategy=settings["train_sampling_strategy"],
+        precompute_ref_log_probs=precompute, precompute_ref_batch_size=settings["precompute_ref_batch_size"],
+        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
+        dataloader_num_workers=settings["dataloader_num_workers"],
+        dataloader_pin_memory=settings["dataloader_pin_memory"], seed=0)
     timer = StepTimes()
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[timer])
     trainer.train()
     marks = [timer.begin, *timer.ends]
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    group = trainer.optimizer.param_groups[0]
+    used = {"optimizer": type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__,
+            "fused": bool(group.get("fused")), "foreach": group.get("foreach"),
+            "attn_implementation": trainer.model.config._attn_implementation}
+    return [b - a for a, b in zip(marks, marks[1:], strict=False)], used
 
 
 def child(args: argparse.Namespace) -> int:
@@ -234,15 +331,16 @@ def child(args: argparse.Namespace) -> int:
     setup = json.loads(Path(args.workdir, "setup.json").read_text())
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench_{args.child}_", dir=args.workdir))
     started = time.perf_counter()
+    used: dict[str, Any] = {}
     if args.child.startswith("alignlab"):
         seconds = run_alignlab(setup, args, out_dir, "copy" if args.child == "alignlab_copy" else "auto")
     else:
-        seconds = run_trl(setup, args, out_dir, precompute=args.child == "trl_precompute")
+        seconds, used = run_trl(setup, args, out_dir, precompute=args.child == "trl_precompute")
     wall = time.perf_counter() - started
     gpu_peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
     Path(args.result).write_text(json.dumps({"tool": args.child, "step_seconds": seconds, "wall_s": wall,
                                              "peak_rss_bytes": peak_rss_bytes(), "peak_gpu_bytes": gpu_peak,
-                                             "threads": torch.get_num_threads()}))
+                                             "threads": torch.get_num_threads(), **used}))
     return 0
 
 
@@ -269,7 +367,9 @@ def summarise(runs: list[dict[str, Any]], setup: dict[str, Any], args: argparse.
     return out
 
 
-def table(summary: dict[str, dict[str, Any]], steps: int) -> str:
+def table(summary: dict[str, dict[str, Any]], steps: int, trl: dict[str, Any] | None = None) -> str:
+    """The results table, the ratio table, and (with TRL tools and their ``trl`` settings) a line
+    naming TRL's optimizer and speed options."""
     gpu = any("mfu" in r for r in summary.values())
     extra = " peak GPU memory | MFU |" if gpu else ""
     rows = [f"| tool | s/step | tokens/s | wall ({steps} steps) | epoch wall (est.) | peak RSS |{extra}",
@@ -295,6 +395,8 @@ def table(summary: dict[str, dict[str, Any]], steps: int) -> str:
                             f"{a['s_per_step'] / r['s_per_step']:.2f}× | "
                             f"{a['epoch_wall_s_estimate'] / r['epoch_wall_s_estimate']:.2f}× | "
                             f"{a[key] / r[key]:.2f}× |")
+    if trl is not None and any(tool.startswith("trl") for tool in summary):
+        rows += ["", *trl_notes(trl)]
     return "\n".join(rows)
 
 
@@ -372,10 +474,13 @@ def main(argv: list[str] | None = None) -> int:
             runs[tool].append(run)
             steady = statistics.median(run["step_seconds"][WARMUP_STEPS:])
             print(f"[{alternation + 1}/{args.alternations}] {tool}: {steady:.3f} s/step, wall {run['wall_s']:.1f} s, "
-                  f"peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB ({time.perf_counter() - t0:.0f} s)"
+                  + (f"; {run['optimizer']} fused={run['fused']}, {run['attn_implementation']}" if "optimizer" in run
+                     else ""), flush=True)
     peak, chip = peak_bf16_flops(args)
     summary = {tool: summarise(rs, setup, args, peak) for tool, rs in runs.items()}
-    text = table(summary, args.steps)
+    trl = trl_settings(args.device) if any(t.startswith("trl") for t in tools) else None
+    text = table(summary, args.steps, trl)
     info = {**versions(), "chip": chip}
     where = f"CUDA ({chip})" if args.device == "cuda" else f"CPU {args.threads} threads"
     print(f"\nDPO sigmoid β={BETA}, batch {BATCH} pairs, {args.dtype}, {where}, model ({args.model}) "
@@ -386,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in ("child", "result")},
                                "setup": {k: v for k, v in setup.items() if k not in ("model_dir", "data")},
-                               "versions": info, "summary": summary, "raw": runs, "table": text}, indent=2) + "\n")
+                               "versions": info, "trl_settings": trl, "summary": summary, "raw": runs,
+                               "table": text}, indent=2) + "\n")
     print(f"\nwritten: {out}")
     if args.workdir is None:  # a temporary folder of ours: models, data, run directories
         shutil.rmtree(workdir, ignore_errors=True)

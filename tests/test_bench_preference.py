@@ -57,3 +57,19 @@ def test_every_model_shape_names_a_known_architecture(bench) -> None:
     for shape in bench.MODELS.values():
         assert shape.get("architecture", "llama") in ("llama", "qwen2")
         assert shape["hidden_size"] % shape["num_attention_heads"] == 0
+
+
+def test_table_names_trl_optimizer_and_speed_options(bench) -> None:
+    args = bench.parse_args(["--steps", "4", "--pairs", "64"])
+    ours = bench.summarise([fake_run([2, 2, 1, 1], 2.0)], SETUP, args, None)
+    theirs = bench.summarise([fake_run([2, 2, 2, 2], 4.0)], SETUP, args, None)
+    settings = bench.trl_settings("cpu")
+    assert settings["optim"] == "adamw_torch_fused" and settings["attn_implementation"] == "sdpa"
+    assert not settings["dataloader_pin_memory"] and bench.trl_settings("cuda")["dataloader_pin_memory"]
+    text = bench.table({"alignlab": ours, "trl": theirs}, 4, settings)
+    notes = text.split("\n\n")[-1]
+    assert notes.startswith("TRL: optim=adamw_torch_fused, attn_implementation=sdpa,")
+    assert "- optim=adamw_torch_fused: " in notes and "padding_free (" in notes and "torch_compile (" in notes
+    # no TRL tool in the table, or no settings given: no TRL line
+    assert "TRL:" not in bench.table({"alignlab": ours}, 4, settings)
+    assert "TRL:" not in bench.table({"alignlab": ours, "trl": theirs}, 4)
