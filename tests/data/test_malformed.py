@@ -115,7 +115,7 @@ CASES = [
          3, None, "malformed JSON", hint="complete JSON object"),
     Case("truncated_json_array", TRUNCATED_ARRAY,
          3, None, "malformed JSON", hint="json.tool", suffix=".json"),
-    Case("empty_json_file", "", 1, None, "malformed JSON", suffix=".json"),
+    Case("unclosed_json_object", "{", 1, None, "malformed JSON", suffix=".json"),
     Case("non_utf8_line_2", jsonl(GOOD).encode() + LATIN1_LINE,
          2, None, "non-UTF-8 bytes", hint="iconv"),
     Case("non_utf8_csv_line_3", b"prompt,chosen,rejected\n2+2?,4,5\ncaf\xe9,a,b\n",

@@ -160,6 +160,8 @@ def _read_jsonl(path: str) -> Iterator[Row]:
 def _read_json(path: str) -> Iterator[Row]:
     """A JSON array of objects (or ``{"data": [...]}``); each row located by its starting line."""
     text = _decode_text(_open_bytes(path), path)
+    if not text.strip():  # an empty file holds no rows (the loader says so), not broken JSON
+        return
     try:
         rows, lines = _json_rows(text)
     except json.JSONDecodeError as exc:
