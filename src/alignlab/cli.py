@@ -42,15 +42,15 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_data_check(args: argparse.Namespace, console: Console) -> int:
-    from alignlab.data.doctor import check_data
-    from alignlab.data.doctor_view import render
+    from alignlab.eval.doctor import check_data
+    from alignlab.eval.doctor_view import render
     from alignlab.models import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     report = check_data(args.file, _load_options(args), tokenizer=tokenizer, max_length=args.max_length)
     render(report, console)
     if args.json:
-        from alignlab.data.doctor_view import to_json
+        from alignlab.eval.doctor_view import to_json
 
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(to_json(report), handle, indent=2)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from alignlab.data.load import LoadOptions
 from alignlab.data.tokenize import TokenizeOptions
 from alignlab.errors import ConfigError, require
+from alignlab.losses.contract import check_loss_kwargs, get_loss
 from alignlab.typed_yaml import (  # noqa: F401  (re-exported: the config API in one place)
     apply_overrides,
     dump_yaml,
@@ -178,7 +179,6 @@ def check_run_config(config: RunConfig) -> None:
 
     Run before any training starts, so a typo fails in a second, not after the model loads.
     """
-    from alignlab.losses.contract import check_loss_kwargs, get_loss
 
     try:
         get_loss(config.train.loss)

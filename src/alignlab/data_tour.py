@@ -16,14 +16,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from alignlab.config import load_config
 from alignlab.data.convert import write_jsonl
-from alignlab.data.doctor import check_data
-from alignlab.data.doctor_view import render
 from alignlab.data.load import load_records
 from alignlab.data.records import PreferencePair, is_chat
 from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
 from alignlab.errors import DataError
+from alignlab.eval.doctor import check_data
+from alignlab.eval.doctor_view import render
+from alignlab.models.tiny import init_tiny_model
 from alignlab.models.tokenizers import train_bpe_tokenizer
+from alignlab.train.run import run_training
 
 CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo",
             "Egypt": "Cairo", "Canada": "Ottawa", "Chile": "Santiago"}
@@ -128,10 +131,6 @@ def _train_tiny_dpo(run: Path, pairs: Path, console: Console) -> dict[str, float
     """A few DPO steps from a random tiny model: the loss starts at log 2 (policy = reference)
     and falls; the eval margins are measured against the untouched reference."""
     from transformers.utils import logging as hf_logging
-
-    from alignlab.config import load_config
-    from alignlab.models.tiny import init_tiny_model
-    from alignlab.train.run import run_training
 
     hf_logging.disable_progress_bar()  # weight-loading bars of a 100 kB model are noise here
     model_dir = init_tiny_model(run / "tiny-model", hidden_size=32, intermediate=64)

@@ -16,9 +16,9 @@ import pytest
 
 from alignlab.cli import main
 from alignlab.data import load_records
-from alignlab.data.doctor import check_data
-from alignlab.data.doctor_view import to_json
 from alignlab.errors import DataError
+from alignlab.eval.doctor import check_data
+from alignlab.eval.doctor_view import to_json
 from alignlab.models.tiny import init_tiny_model
 
 GOOD = {"prompt": "2+2?", "chosen": "4", "rejected": "5"}
@@ -54,6 +54,7 @@ def writer(name: str, content: str | bytes) -> tuple[str, Callable[[Path], None]
 EMPTY_SOURCES = [
     writer("zero_bytes.jsonl", b""),
     writer("blank_lines.jsonl", "\n   \n\t\n\n"),
+    writer("zero_bytes.json", b""),
     writer("empty_array.json", "[]\n"),
     writer("empty_data_array.json", '{"data": []}'),
     writer("header_only.csv", "prompt,chosen,rejected\n"),

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alignlab.testbed.experiment import OBJECTIVES, ExperimentSettings, run_experiment
+from alignlab.testbed.report import write_report
 
 
 def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: int = 120,
@@ -27,8 +28,6 @@ def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: 
                                   **overrides)
     results = run_experiment(settings, out, console)
     print_summary(results, console)
-    from alignlab.testbed.report import write_report
-
     console.print(f"report: {write_report(out)}   results: {Path(out) / 'results.json'}")
     return 0
 

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignlab.forward import base_model
+
 FULL = {"full_state_dict": True, "cpu_offload": True}
 
 
 def block_types(model: Any) -> set[type]:
     """The transformer-block classes of a Hugging Face model (its ``_no_split_modules``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     names = set(getattr(base, "_no_split_modules", None) or [])
     found = {type(m) for m in base.modules() if type(m).__name__ in names}
     if not found:

@@ -24,12 +24,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from alignlab.config import TrainConfig
 from alignlab.errors import AlignlabError
+from alignlab.forward import autocast_for
 from alignlab.train.checkpoint import (
     TrainingState,
     capture_rng,
     load_latest,
     restore_rng,
     save_checkpoint,
+)
+from alignlab.train.fsdp import (
+    full_optimizer_state,
+    full_state,
+    load_full_optimizer_state,
+    load_full_state,
 )
 from alignlab.train.order import ExampleOrder
 
@@ -148,7 +155,7 @@ class Trainer:
         windows = list(self._micro_batches())
         for k, (indices, total) in enumerate(windows):
             sync = k == len(windows) - 1
-            with self._no_sync(not sync), self._autocast(device):
+            with self._no_sync(not sync), autocast_for(self.settings.precision, device):
                 result = self.step_fn(indices)
             bad_ranks = self._nonfinite_ranks(result.loss_sum, device)
             if bad_ranks:
@@ -235,11 +242,6 @@ class Trainer:
 
     # ---- context -------------------------------------------------------------------------------
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.settings.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager:
         no_sync = getattr(self.model, "no_sync", None)
         return no_sync() if skip and no_sync is not None else contextlib.nullcontext()
@@ -277,8 +279,6 @@ class Trainer:
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         if self.sharded:
-            from alignlab.train.fsdp import full_state
-
             return full_state(self.model)
         return {self.names[id(p)]: p.detach() for p in self.params}
 
@@ -297,8 +297,6 @@ class Trainer:
 
     def _optimizer_state(self) -> dict[str, Any]:
         if self.sharded:
-            from alignlab.train.fsdp import full_optimizer_state
-
             return full_optimizer_state(self.model, self.optimizer)
         return self.optimizer.state_dict()
 
@@ -312,8 +310,6 @@ class Trainer:
             raise AlignlabError(f"checkpoint lacks trainable weights {missing[:3]}...\n  hint: it belongs "
                                 "to another model or LoRA setting; use another output_dir")
         if self.sharded:
-            from alignlab.train.fsdp import load_full_optimizer_state, load_full_state
-
             load_full_state(self.model, state.weights)
             load_full_optimizer_state(self.model, self.optimizer, state.optimizer)
         else:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from alignlab.data.doctor import DoctorReport, check_data
-from alignlab.data.doctor_view import to_json
+from alignlab.eval.doctor import DoctorReport, check_data
+from alignlab.eval.doctor_view import to_json
 
 
 def write_rows(path: Path, rows: list[Any]) -> Path:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alignlab.data.doctor import DoctorReport
+from alignlab.eval.doctor import DoctorReport
 
 
 def render(report: DoctorReport, console: Console) -> None:

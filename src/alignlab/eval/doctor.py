@@ -27,7 +27,9 @@ from alignlab.data.load import (
 )
 from alignlab.data.readers import Location
 from alignlab.data.records import Judged, PreferencePair, RankedResponses, Record, is_chat
+from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
 from alignlab.errors import DataError
+from alignlab.eval.ranking import length_bias
 
 NO_RECORDS = "no records"
 """The finding for a source that gives no record at all: empty, or every row skipped or dropped."""
@@ -152,8 +154,6 @@ def _duplicates(records: Sequence[Record], locations: Sequence[Location]) -> lis
 
 def _tokenizer_findings(records: Sequence[Record], tokenizer: Any, max_length: int | None,
                         report: DoctorReport) -> list[Finding]:
-    from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
-
     encoder = RecordTokenizer(tokenizer, TokenizeOptions(max_length=max_length))
     result = encoder.map(records)
     stats = result.stats
@@ -222,8 +222,6 @@ def _length_bias(records: Sequence[Record], unit: str, tokenizer: Any) -> dict[s
     else:
         def measure(text: Any) -> int:
             return len(_flatten(text))
-    from alignlab.eval.ranking import length_bias
-
     bias = length_bias([measure(p.chosen) for p in pairs], [measure(p.rejected) for p in pairs])
     return {
         "pairs": len(pairs),
