@@ -37,9 +37,18 @@ class SFT(DataKind):
 
     def collate(self, items: Sequence[TokenizedCompletion], indices: Sequence[int], pad_id: int,
                 contract: LossContract, prefix: str = "") -> KindBatch:
-        sequences = [(i.prompt_ids, i.completion_ids) for i in items]
-        keys = [sequence_key(prefix, i, ROLE) for i in indices]
-        return KindBatch(len(items), collate_sequences(sequences, pad_id, keys=keys))
+        rows, keys = self.rows(items, indices, contract, prefix)
+        return KindBatch(len(items), collate_sequences(rows, pad_id, keys=keys), self.fields(items, contract))
+
+    def rows(self, items: Sequence[TokenizedCompletion], indices: Sequence[int], contract: LossContract,
+             prefix: str) -> tuple[list[tuple[Sequence[int], Sequence[int]]], list[str]]:
+        """(prompt, completion) of each example, and its cache key."""
+        return ([(i.prompt_ids, i.completion_ids) for i in items],
+                [sequence_key(prefix, i, ROLE) for i in indices])
+
+    def fields(self, items: Sequence[TokenizedCompletion], contract: LossContract) -> dict[str, Tensor]:
+        """Loss inputs read from the records: none for SFT."""
+        return {}
 
     def cache_sequences(self, items: Sequence[TokenizedCompletion], prefix: str = "") -> Iterator[RefSequence]:
         for i, item in enumerate(items):
