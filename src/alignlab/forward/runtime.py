@@ -28,6 +28,13 @@ def base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def pick_device(name: str) -> torch.device:
+    """A device from its name; "auto" is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def model_device(model: Any) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     parameter = next(model.parameters(), None)

@@ -21,7 +21,7 @@ from alignlab.data.load import load_records, with_options
 from alignlab.data.records import RECORD_KINDS
 from alignlab.data.tokenize import RecordTokenizer, pad_id_of
 from alignlab.errors import ConfigError, DataError
-from alignlab.forward import CompletionLogps, eval_mode
+from alignlab.forward import CompletionLogps, eval_mode, pick_device
 from alignlab.kinds import DataKind, get_kind
 from alignlab.losses.contract import get_loss
 from alignlab.models import RewardScores, load_policy, load_reward_model, load_tokenizer, save_final
@@ -83,12 +83,6 @@ def reference_cache_dir(config: RunConfig) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alignlab" / "reference"
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -105,7 +99,19 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
     if config.model.name_or_path is None:
         raise ConfigError("model.name_or_path is not set\n  hint: e.g. model.name_or_path=./tiny "
                           "(make one with `alignlab init-tiny-model ./tiny`)")
+    owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized()
     rank, world = _distributed()
+    try:
+        run_dir = _train(config, console, mode, entry, rank, world)
+        if owns_group:  # no rank leaves while another still saves: a gloo group torn down by
+            torch.distributed.barrier()  # one exiting rank aborts its peers
+        return run_dir
+    finally:
+        if owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: int, world: int) -> Path:
     run_dir = Path(config.train.output_dir)
     _write_config(run_dir, config, rank)
     seed_everything(config.train.seed)
