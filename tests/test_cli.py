@@ -210,6 +210,20 @@ def test_losses_list_and_show(capsys: pytest.CaptureFixture) -> None:
     assert "Did you mean 'dpo'?" in capsys.readouterr().err
 
 
+def test_rewards_list_and_show(capsys: pytest.CaptureFixture) -> None:
+    from alignlab.rewards import REWARDS
+
+    assert main(["rewards", "list"]) == 0
+    listing = capsys.readouterr().out
+    for entry in REWARDS.entries():
+        assert entry.name in listing
+    assert main(["rewards", "show", "length_penalty"]) == 0
+    shown = capsys.readouterr().out
+    assert "arXiv 2503.14476" in shown and "buffer=0" in shown and "columns it needs: none" in shown
+    assert main(["rewards", "show", "numeric_answr"]) == 2
+    assert "Did you mean 'numeric_answer'?" in capsys.readouterr().err
+
+
 def test_config_show_checks_loss_hyperparameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "run.yaml"
     config.write_text("train:\n  loss: dpo\n  loss_kwargs: {beta: 0.2}\n", encoding="utf-8")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -33,6 +34,18 @@ def _load_options(args: argparse.Namespace):  # -> LoadOptions
 
     return LoadOptions(format=args.format, mapping=_mapping(args.map), split=args.split,
                        on_error=getattr(args, "on_error", "raise"), kind=getattr(args, "kind", None))
+
+
+def _add_list_and_show(commands: Any, name: str, noun: str, list_help: str, show_help: str,
+                       list_handler: Callable[[argparse.Namespace], int],
+                       show_handler: Callable[[argparse.Namespace], int]) -> None:
+    """``alignlab NAME list`` and ``alignlab NAME show ITEM`` for a registry."""
+    parser = commands.add_parser(name, help=f"list the registered {noun} and what they take")
+    subcommands = parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
+    subcommands.add_parser("list", help=list_help).set_defaults(handler=list_handler)
+    show = subcommands.add_parser("show", help=show_help)
+    show.add_argument("name")
+    show.set_defaults(handler=show_handler)
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +141,51 @@ def cmd_losses_show(args: argparse.Namespace, console: Console) -> int:
     console.print(f"hyperparameters: {escape(hyper)}\n")
     console.print(inspect.getdoc(entry.obj) or "", markup=False, highlight=False)
     return 0
+
+
+def _rewards() -> Any:
+    import alignlab.testbed.rewards  # noqa: F401  (the testbed's rewards register themselves)
+    from alignlab.rewards import REWARDS
+
+    return REWARDS
+
+
+def cmd_rewards_list(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Column, Table
+
+    table = Table("family", "options", "columns", "what it scores",
+                  title="registered rewards (`alignlab rewards show NAME` for one)", title_justify="left")
+    table.columns.insert(0, Column("reward", no_wrap=True))
+    for entry in _rewards().entries():
+        spec = entry.contract
+        table.add_row(entry.name, spec.family, ", ".join(_options(entry.obj)) or "",
+                      ", ".join(spec.columns), escape(spec.summary))
+    console.print(table)
+    return 0
+
+
+def cmd_rewards_show(args: argparse.Namespace, console: Console) -> int:
+    import inspect
+
+    entry = _rewards().get(args.name)
+    spec = entry.contract
+    console.print(f"[bold]{entry.name}[/]  ({spec.family}) {escape(spec.summary)}")
+    if spec.source:
+        console.print(f"source: {escape(spec.source)}")
+    console.print(f"options: {escape(', '.join(_options(entry.obj, defaults=True)) or 'none')}")
+    console.print(f"columns it needs: {', '.join(spec.columns) or 'none'}\n")
+    console.print(inspect.getdoc(entry.obj) or "", markup=False, highlight=False)
+    return 0
+
+
+def _options(factory: Any, defaults: bool = False) -> list[str]:
+    import inspect
+
+    out = []
+    for name, p in inspect.signature(factory).parameters.items():
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            out.append(f"{name}={p.default!r}" if defaults and p.default is not p.empty else name)
+    return out
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
@@ -236,12 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
     show.set_defaults(handler=cmd_config_show)
 
-    losses = commands.add_parser("losses", help="list the registered losses and their contracts")
-    losses_commands = losses.add_subparsers(dest="losses_command", metavar="SUBCOMMAND")
-    losses_commands.add_parser("list", help="a table of every loss").set_defaults(handler=cmd_losses_list)
-    show_loss = losses_commands.add_parser("show", help="one loss: contract and docstring")
-    show_loss.add_argument("name")
-    show_loss.set_defaults(handler=cmd_losses_show)
+    _add_list_and_show(commands, "losses", "losses", "a table of every loss", "one loss: contract and docstring",
+                       cmd_losses_list, cmd_losses_show)
+    _add_list_and_show(commands, "rewards", "rewards", "a table of every reward",
+                       "one reward: options, columns and docstring", cmd_rewards_list, cmd_rewards_show)
 
     train = commands.add_parser("train", help="train a model as a YAML config says (resumes a run)")
     train.add_argument("config", help="YAML config (see examples/)")

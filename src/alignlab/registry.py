@@ -1,4 +1,4 @@
-"""One registry class for everything chosen by name: losses, data formats, data kinds.
+"""One registry class for everything chosen by name: losses, data formats, data kinds, rewards.
 
 Example: ``@LOSSES.register("dpo", LossContract(...))``, then ``LOSSES.get("dpo").obj``
 
@@ -107,3 +107,4 @@ def _qualname(obj: Any) -> str:
 LOSSES = Registry("loss")
 FORMATS = Registry("data format")
 DATA_KINDS = Registry("data kind")
+REWARDS = Registry("reward")

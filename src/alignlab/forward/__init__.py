@@ -8,7 +8,14 @@ here, so it sits below all of them (the layer order is in docs/design.md).
 
 from alignlab.forward.batch import SequenceBatch, collate_sequences
 from alignlab.forward.causal_lm import CompletionLogps, frozen_logps, sequence_logps, split_model
-from alignlab.forward.runtime import autocast_for, base_model, eval_mode, model_device, pick_device, unwrap
+from alignlab.forward.runtime import (
+    autocast_for,
+    base_model,
+    eval_mode,
+    model_device,
+    pick_device,
+    unwrap,
+)
 
 __all__ = [
     "CompletionLogps", "SequenceBatch", "autocast_for", "base_model", "collate_sequences",
