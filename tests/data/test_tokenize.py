@@ -212,6 +212,16 @@ def test_chat_ids_and_eos_once(bpe):
     assert rt.stats["eos_in_text"] == 1
 
 
+@pytest.mark.parametrize("fixture", ["bpe", "bpe_bos", "bpe_bos_eos"])
+def test_a_prompt_alone_encodes_as_in_a_pair(fixture: str, request: pytest.FixtureRequest) -> None:
+    """What generation continues from is the prompt of training: same BOS, template, truncation."""
+    tokenizer = request.getfixturevalue(fixture)
+    for options in (TokenizeOptions(), TokenizeOptions(max_prompt_length=4)):
+        rt = RecordTokenizer(tokenizer, options)
+        for prompt in ("Question: what is two plus two?", CHAT_PROMPT):
+            assert rt.encode_prompt(prompt) == rt.encode(prompt, "four").prompt_ids
+
+
 def test_template_bos_not_doubled(byte_bpe):
     tok = wrap(byte_bpe, post="<|bos|> $A", template="{{ bos_token }}" + CHATML)
     rt = RecordTokenizer(tok)

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from alignlab.decode import SamplingOptions, sample, score
+from alignlab.decode.cost import Cost
 from alignlab.models.tiny import init_tiny_model
 
 EOS, PAD, BOS = 1, 2, 0  # the tiny tokenizer's ids; asserted in the fixture
@@ -230,3 +231,34 @@ def test_bad_options_are_refused(model: Any, options: SamplingOptions, n: int,
 def test_an_empty_prompt_is_refused(model: Any) -> None:
     with pytest.raises(ValueError, match="BOS"):
         _sample(model, [[BOS], []], 1)
+
+
+@pytest.mark.parametrize("options", [
+    dict(max_new_tokens=7, seed=3),
+    dict(max_new_tokens=5, seed=4, top_k=20, temperature=0.7),
+    dict(max_new_tokens=6, seed=5, top_p=0.5, batch_size=2),
+    dict(max_new_tokens=4, temperature=0.0),
+])
+def test_a_shared_prompt_encoding_gives_the_samples_of_generate_on_n_copies(peaked: Any, options: dict) -> None:
+    """The fast path (each prompt encoded once, its KV cache repeated) against the plain one
+    (``model.generate`` on n copies), token for token, with EOS stopping rows at different steps."""
+    n = 1 if options.get("temperature") == 0.0 else 5
+    stops = list(range(100, 164))
+    shared, plain = Cost(), Cost()
+    fast = sample(peaked, PROMPTS, n, SamplingOptions(**options), eos_id=stops, pad_id=PAD, cost=shared)
+    slow = sample(peaked, PROMPTS, n, SamplingOptions(**options, share_prompt=False), eos_id=stops, pad_id=PAD,
+                  cost=plain)
+    assert fast == slow
+    assert shared.tokens_generated == plain.tokens_generated == sum(len(y) for ys in fast for y in ys)
+    batches = -(-len(PROMPTS) // options.get("batch_size", 16))
+    assert batches <= shared.forward_passes <= batches * options["max_new_tokens"]
+
+
+def test_streams_and_first_sample_continue_the_same_random_streams(model: Any) -> None:
+    """Samples 2..3 of a prompt drawn later, alone, are samples 2..3 of the one call."""
+    whole = _sample(model, PROMPTS, 4, max_new_tokens=5, seed=9)
+    later = sample(model, [PROMPTS[2]], 2, SamplingOptions(max_new_tokens=5, seed=9), eos_id=EOS, pad_id=PAD,
+                   streams=[2], first_sample=2)
+    assert later == [whole[2][2:]]
+    with pytest.raises(ValueError, match="3 prompts but 1 stream"):
+        sample(model, PROMPTS, 1, SamplingOptions(), eos_id=EOS, pad_id=PAD, streams=[0])

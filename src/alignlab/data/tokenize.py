@@ -167,6 +167,11 @@ class RecordTokenizer:
         prompt_ids, [(ids, _, truncated)] = out
         return Encoded(prompt_ids, ids, truncated)
 
+    def encode_prompt(self, prompt: Text) -> tuple[int, ...]:
+        """Ids of a prompt alone, as :meth:`encode` gives them: what generation continues from."""
+        ids = self._ids(self._render(prompt, add_generation_prompt=True))
+        return tuple(self._fit_prompt(self._with_bos(ids, from_template=is_chat(prompt))))
+
     def map(self, records: Iterable[Record], progress: bool = True) -> TokenizeResult:
         """Tokenize many records, leaving dropped ones out; stats count this call only."""
         records = list(records)

@@ -12,6 +12,11 @@ the kernels' shapes, and a logit's last bits with them, which flips a draw only 
 perturbed logits tie within that rounding (rare in float32, less rare in bf16). The same call on
 the same machine repeats exactly wherever the model's forward is deterministic.
 
+The n samples of a prompt share one prompt encoding: the batch's prompts run through the model
+once, and their KV cache and last logits are repeated n times before the decoding steps
+(``share_prompt``). With ``share_prompt=False`` the same loop is ``model.generate`` on n copies
+of each prompt; both give the same tokens.
+
 Sampling is Gumbel-max: the processed logits (temperature, top-k, top-p) plus Gumbel noise from
 the per-sample streams, then argmax, which draws exactly from their softmax. At temperature 1,
 without truncation, a sample's probability is the one :func:`score` reports.
@@ -20,6 +25,7 @@ without truncation, a sample's probability is the one :func:`score` reports.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +34,7 @@ import torch
 from rich.progress import track
 from torch import Tensor
 
+from alignlab.decode.cost import Cost
 from alignlab.forward import base_model, collate_sequences, eval_mode, model_device, sequence_logps
 
 PROGRESS_FROM = 64
@@ -50,6 +57,10 @@ class SamplingOptions:
     """Seeds every sample's own random stream (see the module docstring for the guarantee)."""
     batch_size: int = 16
     """Prompts per generate call; each brings its n samples, so batch_size × n rows."""
+    share_prompt: bool = True
+    """Encode each prompt once and copy its KV cache to its n samples (alignlab's decoding loop);
+    False runs ``model.generate`` on n copies of every prompt, the plain path, kept to check the
+    fast one against (same samples, token for token)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,9 @@ def sample(
     *,
     eos_id: int | Sequence[int],
     pad_id: int,
+    streams: Sequence[int] | None = None,
+    first_sample: int = 0,
+    cost: Cost | None = None,
 ) -> list[list[tuple[int, ...]]]:
     """``n`` completions (token ids) of every prompt, in prompt order.
 
@@ -87,19 +101,34 @@ def sample(
     tokens. Prompts are token ids with at least one token (a BOS will do); they are left-padded
     into batches and generated with the model's KV cache. The model runs in eval mode, without
     gradients, and gets its mode back.
+
+    ``streams`` names the random stream of each prompt (default: its index) and ``first_sample``
+    the stream index of its first sample, so a caller that samples more later (rejection
+    sampling's next round, a subset of prompts) continues the same streams instead of repeating
+    them. ``cost``, when given, is increased by the tokens generated and the forward passes run.
     """
     _check(options, n, prompts)
+    streams = list(range(len(prompts))) if streams is None else list(streams)
+    if len(streams) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(streams)} stream indices")
     eos_ids = [eos_id] if isinstance(eos_id, int) else list(eos_id)
     device = model_device(model)
     starts: Sequence[int] = range(0, len(prompts), options.batch_size)
     if len(prompts) > PROGRESS_FROM:
         starts = track(starts, description="sampling", transient=True)
     results: list[list[tuple[int, ...]]] = []
+    cost = Cost() if cost is None else cost
     with torch.no_grad(), eval_mode(model), _clean_generation_config(model, options, eos_ids, pad_id) as config:
         for start in starts:
             indices = range(start, min(start + options.batch_size, len(prompts)))
-            rows = _generate(model, config, prompts, indices, n, options, pad_id, device)
+            seeds = [row_seed(options.seed, streams[i], first_sample + j) for i in indices for j in range(n)]
+            batch = [prompts[i] for i in indices]
+            if options.share_prompt:
+                rows = _decode_shared(model, batch, n, options, seeds, eos_ids, pad_id, device, cost)
+            else:
+                rows = _generate(model, config, batch, n, options, seeds, pad_id, device, cost)
             cut = [_cut_at_eos(row, eos_ids) for row in rows]
+            cost.tokens_generated += sum(len(c) for c in cut)
             results.extend(cut[k * n:(k + 1) * n] for k in range(len(indices)))
     return results
 
@@ -154,36 +183,88 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
-def _generate(
-    model: Any,
-    config: Any,
-    prompts: Sequence[Sequence[int]],
-    indices: range,
-    n: int,
-    options: SamplingOptions,
-    pad_id: int,
-    device: torch.device,
-) -> list[list[int]]:
-    """Generated ids (after the prompt, padding included) of n rows per prompt of ``indices``."""
+def _left_padded(prompts: Sequence[Sequence[int]], copies: int, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Input ids and attention mask of ``copies`` rows per prompt, left-padded to the longest."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts) * copies, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts) * copies, width), dtype=torch.long)
+    for k, prompt in enumerate(prompts):
+        input_ids[k * copies:(k + 1) * copies, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        attention[k * copies:(k + 1) * copies, width - len(prompt):] = 1
+    return input_ids, attention
+
+
+def _processors(options: SamplingOptions, seeds: list[int]) -> Any:
     from transformers import LogitsProcessorList
 
-    width = max(len(prompts[i]) for i in indices)
-    rows = len(indices) * n
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((rows, width), dtype=torch.long)
-    for k, i in enumerate(indices):
-        prompt = torch.tensor(list(prompts[i]), dtype=torch.long)
-        # Each prompt repeated n times, as num_return_sequences would: generate's own expansion
-        # is only for sampling mode, and Gumbel-max runs its argmax (greedy) loop.
-        input_ids[k * n:(k + 1) * n, width - len(prompt):] = prompt
-        attention[k * n:(k + 1) * n, width - len(prompt):] = 1
     processors = LogitsProcessorList(_warpers(options))
     if options.temperature > 0:
-        seeds = [row_seed(options.seed, i, j) for i in indices for j in range(n)]
         processors.append(_GumbelNoise(seeds))
+    return processors
+
+
+def _generate(model: Any, config: Any, prompts: Sequence[Sequence[int]], n: int, options: SamplingOptions,
+              seeds: list[int], pad_id: int, device: torch.device, cost: Cost) -> list[list[int]]:
+    """The plain path: ``model.generate`` on n copies of every prompt. Generated ids after the
+    prompt, padding included, n rows per prompt."""
+    # Each prompt repeated n times, as num_return_sequences would: generate's own expansion is
+    # only for sampling mode, and Gumbel-max runs its argmax (greedy) loop.
+    input_ids, attention = _left_padded(prompts, n, pad_id)
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                         generation_config=config, logits_processor=processors)
-    return out[:, width:].tolist()
+                         generation_config=config, logits_processor=_processors(options, seeds))
+    generated = out[:, input_ids.shape[1]:]
+    cost.forward_passes += max(1, generated.shape[1])  # the prompt pass, then one per new token but the last
+    return generated.tolist()
+
+
+def _decode_shared(model: Any, prompts: Sequence[Sequence[int]], n: int, options: SamplingOptions,
+                   seeds: list[int], eos_ids: list[int], pad_id: int, device: torch.device,
+                   cost: Cost) -> list[list[int]]:
+    """Generate's greedy loop over processed logits, with every prompt encoded once: its KV cache
+    and last logits are repeated n times after the prompt pass. Same ids as :func:`_generate`."""
+    from transformers import DynamicCache
+
+    input_ids, attention = _left_padded(prompts, 1, pad_id)
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)  # as generate numbers them
+    try:  # filled in place by every forward
+        cache = DynamicCache(config=base_model(model).config)
+    except TypeError:  # transformers before 4.56 takes no config
+        cache = DynamicCache()
+    cache_kwarg = _cache_kwarg(model)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                logits_to_keep=1, **{cache_kwarg: cache})
+    cost.forward_passes += 1
+    cache.batch_repeat_interleave(n)  # (B·n, heads, T, d): sample j of prompt k is row k·n + j
+    logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)  # (R, V), float32 as generate does
+    attention = attention.repeat_interleave(n, dim=0)
+    sequences = input_ids.repeat_interleave(n, dim=0)
+    position = positions[:, -1:].repeat_interleave(n, dim=0)
+    processors = _processors(options, seeds)
+    eos = torch.tensor(eos_ids, device=device)
+    unfinished = torch.ones(len(sequences), dtype=torch.bool, device=device)
+    generated: list[Tensor] = []
+    for step in range(options.max_new_tokens):
+        scores = processors(sequences, logits)
+        tokens = torch.where(unfinished, scores.argmax(-1), pad_id)  # (R,)
+        generated.append(tokens)
+        unfinished &= ~torch.isin(tokens, eos)
+        if not unfinished.any() or step == options.max_new_tokens - 1:
+            break
+        sequences = torch.cat([sequences, tokens[:, None]], dim=1)
+        attention = torch.cat([attention, attention.new_ones(len(attention), 1)], dim=1)
+        position = position + 1
+        out = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=position,
+                    use_cache=True, **{cache_kwarg: cache})
+        cost.forward_passes += 1
+        logits = out.logits[:, -1, :].float()
+    return torch.stack(generated, dim=1).tolist()
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The forward's name for the KV cache: ``cache`` from transformers 5.2x, ``past_key_values`` before."""
+    parameters = inspect.signature(base_model(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _warpers(options: SamplingOptions) -> list[Any]:
