@@ -237,6 +237,55 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.config import ModelConfig
+    from alignlab.data.convert import write_jsonl
+    from alignlab.data.prompts import load_prompts
+    from alignlab.decode import SamplingOptions, TextSampler, preference_pairs
+    from alignlab.decode.strategies import decode_with
+    from alignlab.forward import pick_device
+    from alignlab.models import load_policy, load_tokenizer
+    from alignlab.rewards import build_reward
+
+    # Cheap checks first: the prompts and the reward spec fail before a model is loaded.
+    prompts = load_prompts(args.prompts, args.prompt_field, args.limit)
+    reward = None
+    if args.reward:
+        rewards = [build_reward(spec) for spec in args.reward]
+        reward = rewards[0] if len(rewards) == 1 else build_reward(
+            {"name": "weighted_sum", "rewards": rewards, "weights": [1.0] * len(rewards)})
+    if args.pairs and args.strategy not in ("bon", "rejection", "vote", "sample"):
+        raise AlignlabError(f"--pairs needs several scored samples per prompt, which --strategy {args.strategy} "
+                            "does not make\n  hint: --strategy bon --n 8 --reward ...")
+    tokenizer = load_tokenizer(args.model)
+    model = load_policy(ModelConfig(name_or_path=args.model, dtype=args.dtype), pick_device(args.device))
+    options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                              top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
+    sampler = TextSampler(model, tokenizer, options)
+    decoded = decode_with(args.strategy, sampler, list(prompts.texts), n=args.n, reward=reward,
+                          columns=prompts.columns, threshold=args.threshold, match=args.match,
+                          exponentiate=args.vote_weights == "exp")
+    rows = decoded.rows()
+    for k, row in enumerate(rows):  # the prompt file's own fields ride along (ids, reference answers)
+        if prompts.columns:
+            row["columns"] = {name: values[k] for name, values in prompts.columns.items()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    unchosen = sum(s.chosen is None for s in decoded.selections)
+    cost = decoded.cost
+    console.print(f"{decoded.strategy}: {len(rows)} prompts → {out} ({cost.tokens_generated} tokens generated, "
+                  f"{cost.forward_passes} forward passes, {cost.reward_calls} reward calls"
+                  + (f"; {unchosen} with no completion chosen" if unchosen else "") + ")")
+    if args.pairs:
+        pairs, skipped = preference_pairs(decoded)
+        write_jsonl(pairs, args.pairs)
+        console.print(f"{len(pairs)} best-vs-worst pairs → {args.pairs} ({skipped} prompts without a score gap)")
+    return 0
+
+
 def cmd_data_tour(args: argparse.Namespace, console: Console) -> int:
     from alignlab.data_tour import run_demo
 
@@ -323,6 +372,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     _add_source_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
+
+    from alignlab.decode.strategies import STRATEGIES
+
+    generate = commands.add_parser("generate", help="align at inference time: sample, best-of-N, voting, ...")
+    generate.add_argument("--model", required=True, help="the policy (a folder or hub id)")
+    generate.add_argument("--prompts", required=True,
+                          help="prompts: JSONL/JSON/CSV/Parquet with a prompt, messages or question field, "
+                               "or any preference/SFT data; other fields (an answer) are columns for rewards")
+    generate.add_argument("--strategy", default="sample", choices=sorted(STRATEGIES),
+                          help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
+    generate.add_argument("--n", type=int, default=1, help="samples per prompt")
+    generate.add_argument("--reward", action="append", metavar="SPEC",
+                          help="a reward: NAME, NAME(key=value, ...) or module:function; repeat it to sum several")
+    generate.add_argument("--out", required=True, help="JSONL: per prompt the chosen completion, every candidate "
+                                                        "with its score, the cost")
+    generate.add_argument("--pairs", help="also write best-vs-worst preference pairs (score gap as margin) here")
+    generate.add_argument("--threshold", type=float, help="rejection: accept a sample scoring at least this")
+    generate.add_argument("--match", default="auto", choices=("auto", "numeric", "exact"),
+                          help="vote: how answers are compared")
+    generate.add_argument("--vote-weights", default="raw", choices=("raw", "exp"),
+                          help="vote with --reward: weigh each sample by its score (>= 0), or by exp(score)")
+    generate.add_argument("--max-new-tokens", type=int, default=128)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--batch-size", type=int, default=8, help="prompts per batch (each with its n samples)")
+    generate.add_argument("--limit", type=int, help="only the first N prompts")
+    generate.add_argument("--prompt-field", help="read the prompt from this field")
+    generate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
+    generate.add_argument("--device", default="auto")
+    generate.set_defaults(handler=cmd_generate)
 
     tour = data_commands.add_parser("tour", help="the data pipeline end to end on embedded data")
     tour.add_argument("--out", default="runs/data-tour", help="output folder")

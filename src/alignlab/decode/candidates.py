@@ -12,7 +12,7 @@ trained on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alignlab.data.records import Text
@@ -46,6 +46,8 @@ class Selection:
     candidates: tuple[Candidate, ...]
     chosen: int | None
     """Index into ``candidates``; None when none qualifies (all unscorable, none accepted)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """What the strategy knows beyond scores (a vote's answer and tallies), JSON-ready."""
 
     @property
     def completion(self) -> str | None:
@@ -64,6 +66,16 @@ class Decoded:
     @property
     def completions(self) -> list[str | None]:
         return [s.completion for s in self.selections]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per prompt: the chosen completion, every candidate with its score,
+        the strategy's details and the prompt's share of the cost."""
+        return [{"prompt": _plain(s.prompt), "completion": s.completion, "chosen_index": s.chosen,
+                 "candidates": [{"text": c.text, "score": c.score, "tokens": len(c.token_ids)} for c in s.candidates],
+                 **({"details": dict(s.details)} if s.details else {}),
+                 "cost": {"tokens_generated": sum(len(c.token_ids) for c in s.candidates),
+                          "samples": len(s.candidates)}}
+                for s in self.selections]
 
 
 class TextSampler:
@@ -90,6 +102,10 @@ class TextSampler:
 
     def text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
+
+
+def _plain(prompt: Text) -> Any:
+    return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
 
 
 def score_candidates(reward: Reward, prompts: Sequence[Text], candidates: Sequence[Sequence[Candidate]],

@@ -38,7 +38,7 @@ from alignlab.decode.cost import Cost
 from alignlab.forward import base_model, collate_sequences, eval_mode, model_device, sequence_logps
 
 PROGRESS_FROM = 64
-"""Prompts (for sampling) or sequences (for scoring) from which a progress bar is shown."""
+"""Samples (prompts × n, for sampling) or sequences (for scoring) from which a progress bar is shown."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def sample(
     eos_ids = [eos_id] if isinstance(eos_id, int) else list(eos_id)
     device = model_device(model)
     starts: Sequence[int] = range(0, len(prompts), options.batch_size)
-    if len(prompts) > PROGRESS_FROM:
+    if len(prompts) * n > PROGRESS_FROM:
         starts = track(starts, description="sampling", transient=True)
     results: list[list[tuple[int, ...]]] = []
     cost = Cost() if cost is None else cost

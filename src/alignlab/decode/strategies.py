@@ -1,0 +1,125 @@
+"""The decoding strategies by name, each on the one sampler, each returning a :class:`Decoded`.
+
+Example: ``decode_with("vote", sampler, prompts, n=8)``; ``STRATEGIES`` lists them
+
+``sample`` (the first of n samples, scored when a reward is given), ``greedy``, ``bon``
+(best-of-N by a reward), ``rejection`` (rounds of N until one scores ≥ a threshold) and ``vote``
+(self-consistency: majority over extracted answers, or reward-weighted with a reward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from alignlab.data.records import Text
+from alignlab.decode.best_of_n import best_of_n, rejection_sample
+from alignlab.decode.candidates import (
+    Candidate,
+    Decoded,
+    PromptColumns,
+    Selection,
+    TextSampler,
+    score_candidates,
+)
+from alignlab.decode.cost import Cost
+from alignlab.decode.sampling import SamplingOptions
+from alignlab.decode.voting import Match, Vote, canonical_answer, majority_vote, weighted_vote
+from alignlab.errors import ConfigError
+from alignlab.rewards import Reward
+
+
+def sample_first(sampler: TextSampler, prompts: Sequence[Text], n: int = 1, reward: Reward | None = None,
+                 columns: PromptColumns | None = None, options: SamplingOptions | None = None) -> Decoded:
+    """Plain sampling: ``n`` samples per prompt, the first chosen; scored when a reward is given."""
+    cost = Cost()
+    candidates = sampler.sample(prompts, n, cost=cost, options=options)
+    if reward is not None:
+        candidates = score_candidates(reward, prompts, candidates, columns, cost)
+    return Decoded("sample", tuple(Selection(p, tuple(row), 0) for p, row in zip(prompts, candidates, strict=True)),
+                   cost)
+
+
+def greedy(sampler: TextSampler, prompts: Sequence[Text], reward: Reward | None = None,
+           columns: PromptColumns | None = None) -> Decoded:
+    """Greedy decoding (temperature 0): one completion per prompt."""
+    decoded = sample_first(sampler, prompts, 1, reward, columns, replace(sampler.options, temperature=0.0))
+    return replace(decoded, strategy="greedy")
+
+
+def vote(sampler: TextSampler, prompts: Sequence[Text], n: int, reward: Reward | None = None,
+         columns: PromptColumns | None = None, match: Match = "auto", exponentiate: bool = False) -> Decoded:
+    """Self-consistency (Wang et al. 2023, arXiv 2203.11171): the answer most of the ``n`` samples
+    reach; with a reward, the answer whose samples' scores sum highest (reward-weighted voting,
+    Sun et al. 2024, arXiv 2403.09472). The chosen completion is the first carrying the winning
+    answer; a sample with no answer abstains (counted in ``details``). Weights are the reward's
+    scores as given, which must then be ≥ 0 (probabilities of correctness, as the paper's);
+    ``exponentiate`` weighs by exp(score) instead, for rewards on any scale."""
+    cost = Cost()
+    candidates = sampler.sample(prompts, n, cost=cost)
+    if reward is not None:
+        candidates = score_candidates(reward, prompts, candidates, columns, cost)
+    selections = []
+    for prompt, row in zip(prompts, candidates, strict=True):
+        answers = [canonical_answer(c.text, match) for c in row]
+        result = _weighted(answers, row, exponentiate) if reward is not None else majority_vote(answers)
+        details = {"answer": result.answer, "votes": {str(a): t for a, t in result.totals.items()},
+                   "abstained": result.abstained}
+        if reward is not None:
+            details["unscored"] = result.unscored
+        selections.append(Selection(prompt, tuple(row), result.index, details))
+    kind = "weighted_vote" if reward is not None else "majority_vote"
+    return Decoded(kind, tuple(selections), cost)
+
+
+def _weighted(answers: list[Any], row: Sequence[Candidate], exponentiate: bool) -> Vote:
+    if not exponentiate and any(c.score is not None and c.score < 0 for c in row):
+        low = min(c.score for c in row if c.score is not None)  # type: ignore[type-var]
+        raise ConfigError(f"reward-weighted voting sums the scores as weights, and the reward gave {low}\n"
+                          "  hint: use a reward in [0, 1] (a verifier, a reward model's probability), or weigh "
+                          "by exp(score) (--vote-weights exp)")
+    return weighted_vote(answers, [c.score for c in row], exponentiate=exponentiate)
+
+
+STRATEGIES: dict[str, str] = {
+    "sample": "plain sampling (the first of --n samples)",
+    "greedy": "greedy decoding",
+    "bon": "best-of-N by the reward",
+    "rejection": "rounds of N until a sample scores at least --threshold",
+    "vote": "majority vote over extracted answers (reward-weighted with --reward)",
+}
+"""Strategy name → what it does (for help texts and errors)."""
+
+
+def decode_with(strategy: str, sampler: TextSampler, prompts: Sequence[Text], *, n: int = 1,
+                reward: Reward | None = None, columns: PromptColumns | None = None,
+                **options: Any) -> Decoded:
+    """Run the named strategy. ``bon`` and ``rejection`` need a reward; ``rejection`` takes
+    ``threshold`` and ``max_rounds``; ``vote`` takes ``match`` and ``exponentiate``."""
+    runners: dict[str, Callable[[], Decoded]] = {
+        "sample": lambda: sample_first(sampler, prompts, n, reward, columns),
+        "greedy": lambda: greedy(sampler, prompts, reward, columns),
+        "bon": lambda: best_of_n(sampler, prompts, _needs(reward, strategy), n, columns),
+        "rejection": lambda: rejection_sample(sampler, prompts, _needs(reward, strategy), n,
+                                              _option(options, "threshold", strategy),
+                                              options.get("max_rounds", 4), columns),
+        "vote": lambda: vote(sampler, prompts, n, reward, columns, options.get("match", "auto"),
+                             options.get("exponentiate", False)),
+    }
+    if strategy not in runners:
+        raise ConfigError(f"unknown strategy {strategy!r}\n  hint: one of {', '.join(STRATEGIES)}")
+    return runners[strategy]()
+
+
+def _needs(reward: Reward | None, strategy: str) -> Reward:
+    if reward is None:
+        raise ConfigError(f"strategy {strategy!r} chooses by a reward, and none was given\n"
+                          "  hint: --reward NAME (`alignlab rewards list`), e.g. --reward testbed_true")
+    return reward
+
+
+def _option(options: dict[str, Any], name: str, strategy: str) -> Any:
+    if options.get(name) is None:
+        raise ConfigError(f"strategy {strategy!r} needs --{name}")
+    return options[name]
