@@ -242,7 +242,9 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
     from alignlab.data.convert import write_jsonl
     from alignlab.data.prompts import load_prompts
     from alignlab.decode import SamplingOptions, TextSampler, preference_pairs
+    from alignlab.decode.steering import SteeringVectors
     from alignlab.decode.strategies import decode_with
+    from alignlab.decode.urial import UrialTemplate
     from alignlab.forward import pick_device
     from alignlab.models import load_policy, load_tokenizer
     from alignlab.rewards import build_reward
@@ -262,9 +264,17 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
     options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
     sampler = TextSampler(model, tokenizer, options)
+    strategy_options: dict[str, Any] = {"threshold": args.threshold, "match": args.match,
+                                        "exponentiate": args.vote_weights == "exp", "alpha": args.alpha}
+    if args.urial_examples:
+        strategy_options["template"] = UrialTemplate.from_jsonl(args.urial_examples, k=args.urial_k)
+    elif args.urial_k is not None:
+        strategy_options["template"] = UrialTemplate(k=args.urial_k)
+    if args.steering:
+        strategy_options["steering"] = SteeringVectors.load(args.steering)
+        strategy_options["layers"] = [int(x) for x in args.steer_layers.split(",")] if args.steer_layers else None
     decoded = decode_with(args.strategy, sampler, list(prompts.texts), n=args.n, reward=reward,
-                          columns=prompts.columns, threshold=args.threshold, match=args.match,
-                          exponentiate=args.vote_weights == "exp")
+                          columns=prompts.columns, **strategy_options)
     rows = decoded.rows()
     for k, row in enumerate(rows):  # the prompt file's own fields ride along (ids, reference answers)
         if prompts.columns:
@@ -393,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="vote: how answers are compared")
     generate.add_argument("--vote-weights", default="raw", choices=("raw", "exp"),
                           help="vote with --reward: weigh each sample by its score (>= 0), or by exp(score)")
+    generate.add_argument("--urial-examples", help="urial: a JSONL of {query, answer} examples (built-in ones if unset)")
+    generate.add_argument("--urial-k", type=int, help="urial: use the first K examples")
+    generate.add_argument("--steering", help="steer: a steering-vector file (safetensors, from read_steering_vectors)")
+    generate.add_argument("--alpha", type=float, help="steer: the strength α of the added vector")
+    generate.add_argument("--steer-layers", help="steer: comma-separated decoder layers (default: every stored one)")
     generate.add_argument("--max-new-tokens", type=int, default=128)
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--top-p", type=float, default=1.0)

@@ -4,7 +4,8 @@ Example: ``decode_with("vote", sampler, prompts, n=8)``; ``STRATEGIES`` lists th
 
 ``sample`` (the first of n samples, scored when a reward is given), ``greedy``, ``bon``
 (best-of-N by a reward), ``rejection`` (rounds of N until one scores ≥ a threshold) and ``vote``
-(self-consistency: majority over extracted answers, or reward-weighted with a reward).
+(self-consistency: majority over extracted answers, or reward-weighted with a reward), ``urial``
+(a base model inside the URIAL prompt) and ``steer`` (a steering vector added while sampling).
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from alignlab.decode.candidates import (
     PromptColumns,
     Selection,
     TextSampler,
+    best_index,
     score_candidates,
 )
 from alignlab.decode.cost import Cost
 from alignlab.decode.sampling import SamplingOptions
+from alignlab.decode.steering import SteeringVectors, steer
+from alignlab.decode.urial import (
+    DEFAULT_TEMPLATE,
+    UrialTemplate,
+    build_urial_prompt,
+    cut_urial_answer,
+)
 from alignlab.decode.voting import Match, Vote, canonical_answer, majority_vote, weighted_vote
 from alignlab.errors import ConfigError
 from alignlab.rewards import Reward
@@ -82,12 +91,57 @@ def _weighted(answers: list[Any], row: Sequence[Candidate], exponentiate: bool) 
     return weighted_vote(answers, [c.score for c in row], exponentiate=exponentiate)
 
 
+def urial(sampler: TextSampler, prompts: Sequence[Text], n: int = 1, reward: Reward | None = None,
+          columns: PromptColumns | None = None, template: UrialTemplate = DEFAULT_TEMPLATE) -> Decoded:
+    """URIAL (Lin et al. 2024, arXiv 2312.01552): a base model answers inside the in-context
+    alignment prompt; each sample is cut at the next ``# Query`` block. With a reward the best of
+    the ``n`` is chosen, else the first."""
+    queries = [_plain_query(p) for p in prompts]
+    cost = Cost()
+    drawn = sampler.sample([build_urial_prompt(q, template) for q in queries], n, cost=cost)
+    candidates = [[replace(c, text=cut_urial_answer(c.text)) for c in row] for row in drawn]
+    return _choose("urial", prompts, candidates, reward, columns, cost)
+
+
+def steered(sampler: TextSampler, prompts: Sequence[Text], vectors: SteeringVectors, alpha: float, n: int = 1,
+            reward: Reward | None = None, columns: PromptColumns | None = None,
+            layers: Sequence[int] | None = None) -> Decoded:
+    """Sampling with a steering vector added at strength ``alpha`` (Wolf et al. 2024, arXiv
+    2401.16332); the hooks are gone afterwards. With a reward the best of the ``n`` is chosen."""
+    cost = Cost()
+    with steer(sampler.model, vectors, alpha, layers=layers):
+        candidates = sampler.sample(prompts, n, cost=cost)
+    return _choose(f"steer(alpha={alpha})", prompts, candidates, reward, columns, cost)
+
+
+def _choose(name: str, prompts: Sequence[Text], candidates: list[list[Candidate]], reward: Reward | None,
+            columns: PromptColumns | None, cost: Cost) -> Decoded:
+    if reward is None:
+        return Decoded(name, tuple(Selection(p, tuple(row), 0) for p, row in zip(prompts, candidates, strict=True)),
+                       cost)
+    scored = score_candidates(reward, prompts, candidates, columns, cost)
+    return Decoded(name, tuple(Selection(p, tuple(row), best_index(row)) for p, row in zip(prompts, scored, strict=True)),
+                   cost)
+
+
+def _plain_query(prompt: Text) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    if len(users) != 1 or len(prompt) != len(users) + sum(m["role"] == "system" for m in prompt):
+        raise ConfigError("URIAL writes one query into its own prompt; this chat has several turns\n"
+                          "  hint: give single-question prompts (a string, or one user message)")
+    return users[0]
+
+
 STRATEGIES: dict[str, str] = {
     "sample": "plain sampling (the first of --n samples)",
     "greedy": "greedy decoding",
     "bon": "best-of-N by the reward",
     "rejection": "rounds of N until a sample scores at least --threshold",
     "vote": "majority vote over extracted answers (reward-weighted with --reward)",
+    "urial": "a base model answering inside the URIAL in-context alignment prompt",
+    "steer": "sampling with a steering vector added (--steering FILE, --alpha)",
 }
 """Strategy name → what it does (for help texts and errors)."""
 
@@ -96,7 +150,8 @@ def decode_with(strategy: str, sampler: TextSampler, prompts: Sequence[Text], *,
                 reward: Reward | None = None, columns: PromptColumns | None = None,
                 **options: Any) -> Decoded:
     """Run the named strategy. ``bon`` and ``rejection`` need a reward; ``rejection`` takes
-    ``threshold`` and ``max_rounds``; ``vote`` takes ``match`` and ``exponentiate``."""
+    ``threshold`` and ``max_rounds``; ``vote`` takes ``match`` and ``exponentiate``; ``urial``
+    takes a ``template``; ``steer`` takes ``steering`` (vectors), ``alpha`` and ``layers``."""
     runners: dict[str, Callable[[], Decoded]] = {
         "sample": lambda: sample_first(sampler, prompts, n, reward, columns),
         "greedy": lambda: greedy(sampler, prompts, reward, columns),
@@ -107,6 +162,11 @@ def decode_with(strategy: str, sampler: TextSampler, prompts: Sequence[Text], *,
         "vote": lambda: vote(sampler, prompts, n, reward, columns, options.get("match", "auto"),
                              options.get("exponentiate", False)),
     }
+    if strategy == "urial":
+        return urial(sampler, prompts, n, reward, columns, options.get("template") or DEFAULT_TEMPLATE)
+    if strategy == "steer":
+        return steered(sampler, prompts, _option(options, "steering", strategy), _option(options, "alpha", strategy),
+                       n, reward, columns, options.get("layers"))
     if strategy not in runners:
         raise ConfigError(f"unknown strategy {strategy!r}\n  hint: one of {', '.join(STRATEGIES)}")
     return runners[strategy]()
