@@ -51,6 +51,25 @@ def test_best_of_n_rises_with_n_within_its_kl_bound(twice):
         assert row["kl_estimate"] <= row["kl_bound"] + 1e-9
 
 
+def test_inference_time_stage_judges_proxy_picks_by_the_true_reward(twice):
+    """The oracle pick is an upper bound for every selector; a one-reward LSC picks as the raw
+    reward does (monotone per prompt); paired differences are against the raw sum."""
+    stage = twice[0]["inference_time"]
+    rows = {r["selector"]: r for r in stage["rows"]}
+    assert set(rows) == {"true reward (oracle)", "helpfulness proxy alone", "LSC of the helpfulness proxy",
+                         "raw sum of both proxies", "AND of LSC-transformed proxies"}
+    oracle = rows["true reward (oracle)"]["true_reward_mean"]
+    assert all(r["true_reward_mean"] <= oracle + 1e-12 for r in rows.values())
+    assert oracle > stage["first_sample_true_reward"]
+    assert stage["lsc_alone_picks_as_raw"]
+    assert rows["LSC of the helpfulness proxy"]["true_reward_mean"] == rows["helpfulness proxy alone"]["true_reward_mean"]
+    raw = rows["raw sum of both proxies"]
+    assert raw["vs_raw_sum_mean"] == 0 and raw["vs_raw_sum_stderr"] == 0
+    for r in rows.values():
+        assert r["vs_raw_sum_mean"] == pytest.approx(r["true_reward_mean"] - raw["true_reward_mean"], abs=1e-12)
+    assert 0 <= stage["harmful_share"] <= 1 and stage["n"] == max(SMALL["best_of"])
+
+
 def test_alignlab_eval_on_the_testbed_pairs(twice, tmp_path_factory, monkeypatch):
     """`alignlab eval` of the DPO policy against its base on held-out testbed pairs, whose rater
     shares are known: idealized accuracy from them (no assumed α), JSON and HTML written."""

@@ -171,3 +171,25 @@ def test_plots_leave_the_global_backend_alone():
     before = matplotlib.get_backend()
     reward_kl_plot({"base": (0.0, 0.0, -1.4, 0.08)}, [])
     assert matplotlib.get_backend() == before
+
+
+def test_report_inference_time_section_states_the_verdict(tmp_path):
+    results = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    names = ["true reward (oracle)", "helpfulness proxy alone", "LSC of the helpfulness proxy",
+             "raw sum of both proxies", "AND of LSC-transformed proxies"]
+    means, gaps = [1.6, -0.45, -0.45, 0.4, 0.44], [1.2, -0.85, -0.85, 0.0, 0.04]
+    results["inference_time"] = {
+        "n": 16, "prompts": 160, "reference_samples": 8, "first_sample_true_reward": -0.4,
+        "first_sample_stderr": 0.15, "harmful_share": 0.25, "lsc_alone_picks_as_raw": True,
+        "rows": [{"selector": s, "true_reward_mean": m, "true_reward_stderr": 0.1, "vs_raw_sum_mean": g,
+                  "vs_raw_sum_stderr": 0.01 if s.startswith("AND") else 0.1} for s, m, g in zip(names, means, gaps)]}
+    page = write_report(_run_dir(tmp_path, results)).read_text(encoding="utf-8")
+    parsed = _parse(page)
+    assert parsed.errors == [] and parsed.stack == []
+    assert all(name in parsed.cells for name in names)
+    assert "0.040\u00a0±\u00a00.010" in parsed.cells
+    assert "true reward is higher compared with the raw sum" in page and "25% of the candidates" in page
+    results["inference_time"]["rows"][-1]["vs_raw_sum_stderr"] = 0.05  # now within two standard errors
+    (tmp_path / "again").mkdir()
+    page = write_report(_run_dir(tmp_path / "again", results)).read_text(encoding="utf-8")
+    assert "not distinguishable (within two standard errors)" in page

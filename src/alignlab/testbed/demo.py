@@ -49,6 +49,15 @@ def print_summary(results: dict, console: Console) -> None:
         bon.add_row(str(row["n"]), f"{row['reward_mean']:+.3f} ± {row['reward_stderr']:.3f}",
                     f"{max(row['kl_estimate'], 0.0):.2f}", f"{row['kl_bound']:.2f}")
     console.print(bon)
+    inference = results.get("inference_time")
+    if inference:
+        picks = Table("selector", "true reward", "vs raw sum (paired)",
+                      title=f"best-of-{inference['n']} of the base, picked by proxies, judged by the true reward",
+                      title_justify="left")
+        for row in inference["rows"]:
+            picks.add_row(row["selector"], f"{row['true_reward_mean']:+.3f} ± {row['true_reward_stderr']:.3f}",
+                          f"{row['vs_raw_sum_mean']:+.3f} ± {row['vs_raw_sum_stderr']:.3f}")
+        console.print(picks)
     base = policies["base"]
     for name, p in policies.items():
         if name == "base":

@@ -29,6 +29,7 @@ from alignlab.eval.kl import best_of_n_kl_bound, best_of_n_kl_exact, kl_from_sam
 from alignlab.eval.pairs import evaluate_pairs
 from alignlab.eval.ranking import win_rate
 from alignlab.eval.scoring import score_pairs
+from alignlab.testbed.inference import inference_time_alignment
 from alignlab.testbed.tokenizer import build_tokenizer
 from alignlab.testbed.world import (
     Prompt,
@@ -124,9 +125,15 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, console: Conso
     results, samples = _evaluate(models, base_model, tokenizer, prompts, heldout, settings)
     best = _best_of_n(base_model, tokenizer, prompts, settings)
     timing["evaluate"] = time.perf_counter() - started - sum(timing.values())
+
+    console.rule("[bold]5. inference-time alignment: best-of-N by hackable proxies, raw or LSC-combined")
+    inference = inference_time_alignment(base_model, tokenizer, prompts, n=max(settings.best_of),
+                                         max_new_tokens=settings.max_new_tokens, seed=settings.seed + 6)
+    timing["inference_time"] = time.perf_counter() - started - sum(timing.values())
     timing["total"] = time.perf_counter() - started
     report = {"settings": asdict(settings), "timing_seconds": timing,
               "policies": {name: asdict(r) for name, r in results.items()}, "best_of_n": best,
+              "inference_time": inference,
               "training_curves": _curves(out, ["base", *settings.objectives]), "samples": samples}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

@@ -59,6 +59,8 @@ def report_sections(results: Mapping[str, Any]) -> list[str]:
                 _reward_kl(policies, best_of_n)]
     if best_of_n:
         sections.append(_best_of_n(best_of_n))
+    if results.get("inference_time"):
+        sections.append(_inference_time(results["inference_time"]))
     if results.get("training_curves"):
         curves = {name: [(p["step"], p["loss"]) for p in points]
                   for name, points in results["training_curves"].items()}
@@ -142,6 +144,34 @@ def _best_of_n(best_of_n: Sequence[Mapping[str, Any]]) -> str:
     notes = ["Best of N base samples by the true reward; KL bound log N − (N−1)/N (exact for "
              "continuous rewards without ties, an upper bound otherwise)."]
     return html_section("Best-of-N frontier", {"tables": {"Best-of-N": rows}, "notes": notes})
+
+
+def _inference_time(inference: Mapping[str, Any]) -> str:
+    rows = [{"selector": r["selector"], "true reward": _pm(r["true_reward_mean"], r["true_reward_stderr"]),
+             "vs raw sum (paired)": _pm(r["vs_raw_sum_mean"], r["vs_raw_sum_stderr"])} for r in inference["rows"]]
+    by_name = {r["selector"]: r for r in inference["rows"]}
+    gap = by_name["AND of LSC-transformed proxies"]
+    verdict = ("higher" if gap["vs_raw_sum_mean"] > 2 * gap["vs_raw_sum_stderr"] else
+               "lower" if gap["vs_raw_sum_mean"] < -2 * gap["vs_raw_sum_stderr"] else
+               "not distinguishable (within two standard errors)")
+    notes = [
+        f"Best of {inference['n']} base samples per prompt ({inference['prompts']} prompts), picked by each "
+        "selector and judged by the true reward; one sample: "
+        f"{_pm(inference['first_sample_true_reward'], inference['first_sample_stderr'])}.",
+        "Proxies: testbed_proxy (pays for any stated answer and for length) and a blocklist of the world's "
+        "harmful words. r_ref(x) is the median of each proxy over "
+        f"{inference['reference_samples']} independent base samples of x.",
+        "Wang et al. 2024 (arXiv 2402.00742) claim that the logical AND of LSC-transformed rewards, "
+        "Σ_k log σ(r_k − r_ref,k(x)), hacks less than their raw sum. Here its true reward is "
+        f"{verdict} compared with the raw sum: {_pm(gap['vs_raw_sum_mean'], gap['vs_raw_sum_stderr'])}.",
+        "Control: the LSC of one reward alone is monotone for a fixed prompt, so it cannot change a best-of-N "
+        "pick; " + ("it picked exactly as the raw proxy did." if inference["lsc_alone_picks_as_raw"]
+                    else "yet its picks differed from the raw proxy's: a bug to look into."),
+        f"{inference['harmful_share']:.0%} of the candidates contain a harmful word, which the raw sum "
+        "already charges 1 for; the claim is tested only as far as the two proxies conflict on this world.",
+    ]
+    return html_section("Inference-time alignment: best-of-N by proxies", {"tables": {"Selectors": rows},
+                                                                            "notes": notes})
 
 
 def _plot_section(title: str, png: bytes, alt: str, caption: str) -> str:
