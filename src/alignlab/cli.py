@@ -263,7 +263,7 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
     model = load_policy(ModelConfig(name_or_path=args.model, dtype=args.dtype), pick_device(args.device))
     options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
-    sampler = TextSampler(model, tokenizer, options)
+    sampler = TextSampler(model, tokenizer, options, as_chat={"auto": None, "yes": True, "no": False}[args.chat])
     strategy_options: dict[str, Any] = {"threshold": args.threshold, "match": args.match,
                                         "exponentiate": args.vote_weights == "exp", "alpha": args.alpha}
     if args.urial_examples:
@@ -416,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--batch-size", type=int, default=8, help="prompts per batch (each with its n samples)")
     generate.add_argument("--limit", type=int, help="only the first N prompts")
     generate.add_argument("--prompt-field", help="read the prompt from this field")
+    generate.add_argument("--chat", default="auto", choices=("auto", "yes", "no"),
+                          help="send plain-text prompts as a user message through the chat template "
+                               "(auto: when the tokenizer has one)")
     generate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
     generate.add_argument("--device", default="auto")
     generate.set_defaults(handler=cmd_generate)

@@ -117,3 +117,13 @@ def test_best_against_worst_pairs_carry_the_score_gap(sampler: TextSampler) -> N
     assert all(p.margin > 0 and p.source == "best_of_6" for p in pairs)  # type: ignore[operator]
     none_left, all_skipped = preference_pairs(decoded, min_margin=1e9)
     assert none_left == [] and all_skipped == len(PROMPTS)
+
+
+def test_plain_prompts_go_through_the_chat_template_when_there_is_one(sampler: TextSampler) -> None:
+    as_user = ({"role": "user", "content": "Say hi."},)
+    assert sampler.as_chat  # the tiny tokenizer has a ChatML template
+    assert sampler.prompt_ids(["Say hi."]) == [sampler.encoder.encode_prompt(as_user)]
+    assert sampler.prompt_ids(["Say hi."], as_chat=False) == [sampler.encoder.encode_prompt("Say hi.")]
+    plain = TextSampler(sampler.model, sampler.tokenizer, sampler.options, as_chat=False)
+    assert plain.prompt_ids(["Say hi.", as_user]) == [sampler.encoder.encode_prompt("Say hi."),
+                                                      sampler.encoder.encode_prompt(as_user)]

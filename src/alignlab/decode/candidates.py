@@ -80,22 +80,32 @@ class Decoded:
 
 class TextSampler:
     """A policy and its tokenizer behind :func:`alignlab.decode.sample`: text prompts in, (token
-    ids, text) completions out, with the cost counted."""
+    ids, text) completions out, with the cost counted.
+
+    ``as_chat``: a plain-string prompt is sent as one user message through the chat template. An
+    instruct model given its question as raw text often ends its turn at once. True wraps such
+    prompts; None (the default) wraps them when the tokenizer has a chat template; False never
+    does (a base model, a URIAL prompt). Chat prompts always go through the template."""
 
     def __init__(self, model: Any, tokenizer: Any, options: SamplingOptions = SamplingOptions(),  # noqa: B008
-                 tokenize: TokenizeOptions = TokenizeOptions()) -> None:  # noqa: B008 (frozen)
+                 tokenize: TokenizeOptions = TokenizeOptions(), as_chat: bool | None = None) -> None:  # noqa: B008
         self.model, self.tokenizer, self.options = model, tokenizer, options
         self.encoder = RecordTokenizer(tokenizer, tokenize)
         self.pad_id = pad_id_of(tokenizer)
+        has_template = bool(tokenize.chat_template or getattr(tokenizer, "chat_template", None))
+        self.as_chat = has_template if as_chat is None else as_chat
 
-    def prompt_ids(self, prompts: Sequence[Text]) -> list[tuple[int, ...]]:
-        return [self.encoder.encode_prompt(p) for p in prompts]
+    def prompt_ids(self, prompts: Sequence[Text], as_chat: bool | None = None) -> list[tuple[int, ...]]:
+        wrap = self.as_chat if as_chat is None else as_chat
+        return [self.encoder.encode_prompt(({"role": "user", "content": p},) if wrap and isinstance(p, str) else p)
+                for p in prompts]
 
     def sample(self, prompts: Sequence[Text], n: int, *, streams: Sequence[int] | None = None,
-               first_sample: int = 0, cost: Cost | None = None,
-               options: SamplingOptions | None = None) -> list[list[Candidate]]:
-        """``n`` unscored candidates per prompt (see :func:`alignlab.decode.sample` for the seeds)."""
-        ids = sample(self.model, self.prompt_ids(prompts), n, options or self.options,
+               first_sample: int = 0, cost: Cost | None = None, options: SamplingOptions | None = None,
+               as_chat: bool | None = None) -> list[list[Candidate]]:
+        """``n`` unscored candidates per prompt (see :func:`alignlab.decode.sample` for the seeds);
+        ``as_chat`` overrides the sampler's own choice for this call."""
+        ids = sample(self.model, self.prompt_ids(prompts, as_chat), n, options or self.options,
                      eos_id=self.encoder.eos_id, pad_id=self.pad_id, streams=streams,
                      first_sample=first_sample, cost=cost)
         return [[Candidate(self.text(c), c) for c in row] for row in ids]

@@ -98,7 +98,8 @@ def urial(sampler: TextSampler, prompts: Sequence[Text], n: int = 1, reward: Rew
     the ``n`` is chosen, else the first."""
     queries = [_plain_query(p) for p in prompts]
     cost = Cost()
-    drawn = sampler.sample([build_urial_prompt(q, template) for q in queries], n, cost=cost)
+    # URIAL is for base models: its prompt is raw text, never wrapped in a chat template.
+    drawn = sampler.sample([build_urial_prompt(q, template) for q in queries], n, cost=cost, as_chat=False)
     candidates = [[replace(c, text=cut_urial_answer(c.text)) for c in row] for row in drawn]
     return _choose("urial", prompts, candidates, reward, columns, cost)
 
