@@ -182,7 +182,7 @@ def test_report_inference_time_section_states_the_verdict(tmp_path):
         "n": 16, "prompts": 160, "reference_samples": 8, "first_sample_true_reward": -0.4,
         "first_sample_stderr": 0.15, "harmful_share": 0.25, "lsc_alone_picks_as_raw": True,
         "rows": [{"selector": s, "true_reward_mean": m, "true_reward_stderr": 0.1, "vs_raw_sum_mean": g,
-                  "vs_raw_sum_stderr": 0.01 if s.startswith("AND") else 0.1} for s, m, g in zip(names, means, gaps)]}
+                  "vs_raw_sum_stderr": 0.01 if s.startswith("AND") else 0.1} for s, m, g in zip(names, means, gaps, strict=True)]}
     page = write_report(_run_dir(tmp_path, results)).read_text(encoding="utf-8")
     parsed = _parse(page)
     assert parsed.errors == [] and parsed.stack == []
