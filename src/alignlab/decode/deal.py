@@ -109,7 +109,7 @@ class _Search:
 
     def run(self, prompt: Text, prompt_ids: Sequence[int], columns: dict[str, Any]) -> Selection:
         beams = [_State((), 0.0, None, False)]
-        logits = self._forward(torch.tensor([list(prompt_ids)], device=self.device))[0]  # (1, V)
+        logits = self._forward(torch.tensor([list(prompt_ids)], device=self.device))  # (1, V)
         steps = scored = unscorable = 0
         while any(not b.done for b in beams):
             steps += 1
