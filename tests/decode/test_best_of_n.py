@@ -10,25 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignlab.decode import SamplingOptions
 from alignlab.decode.best_of_n import best_of_n, preference_pairs, rejection_sample
 from alignlab.decode.candidates import Candidate, TextSampler, best_index
-from alignlab.models.tiny import init_tiny_model
 from alignlab.rewards import FunctionReward, build_reward
 
 PROMPTS = ["What is 2 + 2?", "Name a capital.", [{"role": "user", "content": "Say hi."}]]
-
-
-@pytest.fixture(scope="module")
-def sampler(tmp_path_factory: pytest.TempPathFactory) -> TextSampler:
-    path = init_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8)  # fewer near-ties, EOS within reach
-    return TextSampler(model, AutoTokenizer.from_pretrained(path), SamplingOptions(max_new_tokens=6, seed=3))
 
 
 def chars(prompt: Any, completion: str) -> float:

@@ -22,7 +22,7 @@ from alignlab.decode.candidates import (
     PromptColumns,
     Selection,
     TextSampler,
-    best_index,
+    choose_best,
     score_candidates,
 )
 from alignlab.decode.cost import Cost
@@ -34,10 +34,7 @@ def best_of_n(sampler: TextSampler, prompts: Sequence[Text], reward: Reward, n: 
     """N candidates per prompt, all scored, the best chosen (the first of equal scores; None
     when the reward could score none of them)."""
     cost = Cost()
-    candidates = sampler.sample(prompts, n, cost=cost)
-    scored = score_candidates(reward, prompts, candidates, columns, cost)
-    selections = tuple(Selection(p, tuple(row), best_index(row)) for p, row in zip(prompts, scored, strict=True))
-    return Decoded(f"best_of_{n}", selections, cost)
+    return choose_best(f"best_of_{n}", prompts, sampler.sample(prompts, n, cost=cost), reward, columns, cost)
 
 
 def rejection_sample(sampler: TextSampler, prompts: Sequence[Text], reward: Reward, n: int, threshold: float,

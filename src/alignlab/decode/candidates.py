@@ -138,6 +138,17 @@ def score_candidates(reward: Reward, prompts: Sequence[Text], candidates: Sequen
     return out
 
 
+def choose_best(name: str, prompts: Sequence[Text], candidates: Sequence[Sequence[Candidate]],
+                reward: Reward | None, columns: PromptColumns | None, cost: Cost) -> Decoded:
+    """The candidates scored by ``reward`` (one batched call) and the best of each prompt chosen;
+    without a reward, unscored and the first chosen."""
+    if reward is not None:
+        candidates = score_candidates(reward, prompts, candidates, columns, cost)
+    chosen = (lambda row: best_index(row)) if reward is not None else (lambda row: 0)
+    return Decoded(name, tuple(Selection(p, tuple(row), chosen(row)) for p, row in zip(prompts, candidates, strict=True)),
+                   cost)
+
+
 def best_index(candidates: Sequence[Candidate]) -> int | None:
     """The highest-scoring candidate (the first of equals); None when none has a score."""
     return best_by_orm([c.score for c in candidates]).index

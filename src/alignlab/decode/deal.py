@@ -49,7 +49,7 @@ from torch import Tensor
 from alignlab.data.records import Text
 from alignlab.decode.candidates import Candidate, Decoded, PromptColumns, Selection, TextSampler
 from alignlab.decode.cost import Cost
-from alignlab.decode.sampling import _cache_kwarg
+from alignlab.decode.sampling import cache_kwarg
 from alignlab.forward import base_model, eval_mode, model_device
 from alignlab.rewards import Reward
 
@@ -105,7 +105,7 @@ class _Search:
         self.model = sampler.model
         self.device = model_device(self.model)
         self.eos = sampler.encoder.eos_id
-        self.cache_kwarg = _cache_kwarg(self.model)
+        self.cache_kwarg = cache_kwarg(self.model)
 
     def run(self, prompt: Text, prompt_ids: Sequence[int], columns: dict[str, Any]) -> Selection:
         beams = [_State((), 0.0, None, False)]

@@ -231,9 +231,9 @@ def _decode_shared(model: Any, prompts: Sequence[Sequence[int]], n: int, options
         cache = DynamicCache(config=base_model(model).config)
     except TypeError:  # transformers before 4.56 takes no config
         cache = DynamicCache()
-    cache_kwarg = _cache_kwarg(model)
+    cache_name = cache_kwarg(model)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                logits_to_keep=1, **{cache_kwarg: cache})
+                logits_to_keep=1, **{cache_name: cache})
     cost.forward_passes += 1
     cache.batch_repeat_interleave(n)  # (B·n, heads, T, d): sample j of prompt k is row k·n + j
     logits = out.logits[:, -1, :].float().repeat_interleave(n, dim=0)  # (R, V), float32 as generate does
@@ -255,13 +255,13 @@ def _decode_shared(model: Any, prompts: Sequence[Sequence[int]], n: int, options
         attention = torch.cat([attention, attention.new_ones(len(attention), 1)], dim=1)
         position = position + 1
         out = model(input_ids=tokens[:, None], attention_mask=attention, position_ids=position,
-                    use_cache=True, **{cache_kwarg: cache})
+                    use_cache=True, **{cache_name: cache})
         cost.forward_passes += 1
         logits = out.logits[:, -1, :].float()
     return torch.stack(generated, dim=1).tolist()
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_kwarg(model: Any) -> str:
     """The forward's name for the KV cache: ``cache`` from transformers 5.2x, ``past_key_values`` before."""
     parameters = inspect.signature(base_model(model).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"

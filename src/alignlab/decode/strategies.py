@@ -22,7 +22,7 @@ from alignlab.decode.candidates import (
     PromptColumns,
     Selection,
     TextSampler,
-    best_index,
+    choose_best,
     score_candidates,
 )
 from alignlab.decode.cost import Cost
@@ -46,6 +46,7 @@ def sample_first(sampler: TextSampler, prompts: Sequence[Text], n: int = 1, rewa
     candidates = sampler.sample(prompts, n, cost=cost, options=options)
     if reward is not None:
         candidates = score_candidates(reward, prompts, candidates, columns, cost)
+    # The first sample is the choice whatever its score: plain sampling, scored only for the record.
     return Decoded("sample", tuple(Selection(p, tuple(row), 0) for p, row in zip(prompts, candidates, strict=True)),
                    cost)
 
@@ -101,7 +102,7 @@ def urial(sampler: TextSampler, prompts: Sequence[Text], n: int = 1, reward: Rew
     # URIAL is for base models: its prompt is raw text, never wrapped in a chat template.
     drawn = sampler.sample([build_urial_prompt(q, template) for q in queries], n, cost=cost, as_chat=False)
     candidates = [[replace(c, text=cut_urial_answer(c.text)) for c in row] for row in drawn]
-    return _choose("urial", prompts, candidates, reward, columns, cost)
+    return choose_best("urial", prompts, candidates, reward, columns, cost)
 
 
 def steered(sampler: TextSampler, prompts: Sequence[Text], vectors: SteeringVectors, alpha: float, n: int = 1,
@@ -112,17 +113,7 @@ def steered(sampler: TextSampler, prompts: Sequence[Text], vectors: SteeringVect
     cost = Cost()
     with steer(sampler.model, vectors, alpha, layers=layers):
         candidates = sampler.sample(prompts, n, cost=cost)
-    return _choose(f"steer(alpha={alpha})", prompts, candidates, reward, columns, cost)
-
-
-def _choose(name: str, prompts: Sequence[Text], candidates: list[list[Candidate]], reward: Reward | None,
-            columns: PromptColumns | None, cost: Cost) -> Decoded:
-    if reward is None:
-        return Decoded(name, tuple(Selection(p, tuple(row), 0) for p, row in zip(prompts, candidates, strict=True)),
-                       cost)
-    scored = score_candidates(reward, prompts, candidates, columns, cost)
-    return Decoded(name, tuple(Selection(p, tuple(row), best_index(row)) for p, row in zip(prompts, scored, strict=True)),
-                   cost)
+    return choose_best(f"steer(alpha={alpha})", prompts, candidates, reward, columns, cost)
 
 
 def _plain_query(prompt: Text) -> str:
