@@ -161,3 +161,13 @@ def test_beams_that_end_at_eos_stay_and_compete(sampler: TextSampler) -> None:
         scores = [c.score for c in selection.candidates]
         assert scores == sorted(scores, reverse=True)  # rank order (lm_weight 0: the reward alone)
     assert decoded.cost.reward_calls == sum(s.details["scored"] for s in decoded.selections)
+
+
+def test_each_prompt_records_its_own_share_of_the_cost(sampler: TextSampler) -> None:
+    decoded = deal(sampler, PROMPTS, FunctionReward(constant), beam_width=2, candidates=3, lookahead=2)
+    shares = [s.details["cost"] for s in decoded.selections]
+    assert len(shares) == len(PROMPTS) > 1
+    for name, total in decoded.cost.as_dict().items():
+        assert sum(share[name] for share in shares) == total > 0
+    alone = deal(sampler, PROMPTS[1:2], FunctionReward(constant), beam_width=2, candidates=3, lookahead=2)
+    assert alone.cost.as_dict() == shares[1]  # a prompt's share is what searching it alone costs

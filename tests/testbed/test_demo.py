@@ -87,3 +87,42 @@ def test_alignlab_eval_on_the_testbed_pairs(twice, tmp_path_factory, monkeypatch
     assert not any("assumes" in note for note in results["notes"])
     assert results["summary"]["ranking_accuracy"]["value"] == pytest.approx(
         twice[0]["policies"]["dpo"]["ranking_accuracy"])
+
+
+def test_decoding_stage_compares_deal_with_best_of_n_at_matched_tokens(twice):
+    """DeAL's rows pair each prompt with best-of-N at no smaller a token budget; the best-of-N
+    curve rises with N and its token count with it."""
+    stage = twice[0]["decoding"]["deal"]
+    curve = stage["best_of_n"]
+    assert [b["n"] for b in curve] == [1, 2, 4, 8, 16, 32, 64]
+    assert [b["true_reward_mean"] for b in curve] == sorted(b["true_reward_mean"] for b in curve)
+    tokens = [b["tokens_per_prompt"] for b in curve]
+    assert tokens == sorted(tokens) and tokens[0] >= 1
+    cheapest = stage["deal"][0]
+    assert (cheapest["beam_width"], cheapest["candidates"], cheapest["lookahead"]) == (1, 2, 0)
+    # beam 1, top-2, no lookahead: two candidate tokens per step, each scored once
+    assert cheapest["reward_calls_per_prompt"] == cheapest["tokens_per_prompt"]
+    for run in stage["deal"]:
+        assert run["difference_mean"] == pytest.approx(run["true_reward_mean"] - run["best_of_n_matched_mean"])
+        assert run["best_of_n_matched_mean"] >= curve[0]["true_reward_mean"] - 1e-12  # at least one sample
+        assert 0 <= run["budget_capped_prompts"] <= stage["prompts"]
+
+
+def test_decoding_stage_sweeps_steering_and_measures_token_shift(twice):
+    decoding = twice[0]["decoding"]
+    steering = decoding["steering"]
+    alphas = [p["alpha"] for p in steering["points"]]
+    assert alphas == sorted(alphas) and 0.0 in alphas
+    for point in steering["points"]:
+        assert 0 <= point["harmless"] <= 1 and 0 <= point["correct"] <= 1
+    # the fits are least squares of these very points: the alignment line through their means
+    harmless = [p["harmless"] for p in steering["points"]]
+    fit = steering["fit"]
+    assert fit["alignment_intercept"] + fit["alignment_slope"] * sum(alphas) / len(alphas) == pytest.approx(
+        sum(harmless) / len(harmless))
+    shift = decoding["token_shift"]
+    assert shift["aligned"] == "dpo" and shift["positions"] > 0
+    assert sum(shift["shares"].values()) == pytest.approx(1.0)
+    assert shift["mean_kl_per_token"] > 0  # DPO moved the distribution
+    for row in shift["first_positions"]:
+        assert sum(row.values()) == pytest.approx(1.0)

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from alignlab.eval.plots import length_histogram, reward_kl_plot, training_curves_plot
+from alignlab.eval.plots import (
+    length_histogram,
+    reward_cost_plot,
+    reward_kl_plot,
+    sweep_plot,
+    training_curves_plot,
+)
 from alignlab.testbed.report import ReportError, write_report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results.json"
@@ -158,6 +164,12 @@ def test_report_errors_name_the_run_directory(tmp_path):
     pytest.param(lambda: length_histogram({"base": [3]}), id="one-length"),
     pytest.param(lambda: length_histogram({"base": [], "dpo": [0, 0, 2]}), id="empty-lengths"),
     pytest.param(lambda: length_histogram({}), id="no-lengths"),
+    pytest.param(lambda: reward_cost_plot({"bon": [(6.0, -0.6, 0.1, "N=1"), (12.0, 0.2, 0.1, "N=2")],
+                                           "deal": []}, "tokens"), id="reward-cost"),
+    pytest.param(lambda: reward_cost_plot({}, "tokens"), id="no-cost-curves"),
+    pytest.param(lambda: sweep_plot({"a": ([(0.0, 0.5, 0.1), (1.0, 0.6, 0.1)], [(0.0, 0.5), (1.0, 0.6)]),
+                                     "b": ([], [])}, "alpha", "share"), id="sweep"),
+    pytest.param(lambda: sweep_plot({}, "alpha", "share"), id="no-sweep"),
 ])
 def test_plots_return_png_bytes_in_edge_cases(png):
     data = png()
@@ -193,3 +205,49 @@ def test_report_inference_time_section_states_the_verdict(tmp_path):
     (tmp_path / "again").mkdir()
     page = write_report(_run_dir(tmp_path / "again", results)).read_text(encoding="utf-8")
     assert "not distinguishable (within two standard errors)" in page
+
+
+def _decoding(slope: float) -> dict:
+    deal_runs = [{"beam_width": 1, "candidates": 2, "lookahead": 0, "tokens_per_prompt": 8.6,
+                  "forward_passes_per_prompt": 5.3, "reward_calls_per_prompt": 8.6, "true_reward_mean": 1.14,
+                  "true_reward_stderr": 0.12, "best_of_n_matched_mean": -0.2, "best_of_n_matched_stderr": 0.15,
+                  "difference_mean": 1.34, "difference_stderr": 0.17, "budget_capped_prompts": 0},
+                 {"beam_width": 2, "candidates": 4, "lookahead": 4, "tokens_per_prompt": 179.2,
+                  "forward_passes_per_prompt": 30.2, "reward_calls_per_prompt": 44.1, "true_reward_mean": 1.54,
+                  "true_reward_stderr": 0.07, "best_of_n_matched_mean": 1.67, "best_of_n_matched_stderr": 0.06,
+                  "difference_mean": -0.125, "difference_stderr": 0.066, "budget_capped_prompts": 2}]
+    curve = [{"n": n, "tokens_per_prompt": 6.0 * n, "true_reward_mean": r, "true_reward_stderr": 0.1}
+             for n, r in ((1, -0.6), (2, 0.2), (4, 0.8), (64, 1.85))]
+    points = [{"alpha": a, "harmless": 0.92 + slope * a, "harmless_stderr": 0.01, "correct": 0.3 - 0.03 * a * a,
+               "correct_stderr": 0.02} for a in (-1.0, 0.0, 1.0)]
+    fit = {"alignment_intercept": 0.92, "alignment_slope": slope, "alignment_r2": 0.9,
+           "helpfulness_intercept": 0.3, "helpfulness_curvature": 0.03, "helpfulness_r2": 0.4}
+    shift = {"aligned": "dpo", "prompts": 160, "k": 3, "positions": 517,
+             "shares": {"unshifted": 0.81, "marginal": 0.176, "shifted": 0.014},
+             "first_positions": [{"unshifted": 0.55, "marginal": 0.43, "shifted": 0.02}], "mean_kl_per_token": 0.14,
+             "top_shifted": [{"token": "nobody", "kind": "abstention", "count": 2, "mean_base_rank": 5.5,
+                              "base_choice": "<b>eleven</b>"}]}
+    return {"deal": {"prompts": 160, "max_new_tokens": 24, "best_of_n": curve, "deal": deal_runs,
+                     "best_of_n_forward_passes_per_prompt": 0.41},
+            "steering": {"prompts": 160, "samples": 4, "contrast_pairs": 64, "layers": [0], "points": points,
+                         "fit": fit},
+            "token_shift": shift}
+
+
+@pytest.mark.parametrize("slope", [-0.043, 0.05])
+def test_report_decoding_sections_state_what_was_measured(tmp_path, slope):
+    results = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    results["decoding"] = _decoding(slope)
+    page = write_report(_run_dir(tmp_path, results)).read_text(encoding="utf-8")
+    parsed = _parse(page)
+    assert parsed.errors == [] and parsed.stack == []
+    assert len(parsed.images) == 5  # the three of the fixture, DeAL against best-of-N, the steering sweep
+    assert "1.340\u00a0±\u00a00.170" in parsed.cells and "(2, 4, 4)" in parsed.cells
+    assert "(1, 2, 0): DeAL ahead; (2, 4, 4): DeAL not distinguishable" in page  # −0.125 ± 0.066: within 2 s.e.
+    assert "2 prompt budgets exceeded all 64 samples" in page
+    assert "0.810" in parsed.cells and "nobody" in parsed.cells
+    assert "<b>eleven</b>" not in page and "&lt;b&gt;eleven&lt;/b&gt;" in page  # tokens are escaped
+    if slope < 0:
+        assert "lowers the harmless share" in page and "α &lt; 0 is the aligning direction" in page
+    else:
+        assert "raises the harmless share" in page and "α &lt; 0" not in page

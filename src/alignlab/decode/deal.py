@@ -74,7 +74,9 @@ def deal(sampler: TextSampler, prompts: Sequence[Text], reward: Reward, *, beam_
     the ranking) go on, until every beam has ended or has ``max_new_tokens`` tokens (default:
     the sampler's). The selection's candidates are the final beams in rank order with their
     reward scores; the chosen one is the first, or None when the reward could score none.
-    ``columns`` give each scored text its prompt's values."""
+    ``columns`` give each scored text its prompt's values. Each selection's ``details`` hold
+    its search's steps, scored and unscorable texts, the beams' log-probs and its share of the
+    cost (``cost``: the counters of :class:`Cost`, summing to the call's)."""
     max_new_tokens = sampler.options.max_new_tokens if max_new_tokens is None else max_new_tokens
     _check(beam_width, candidates, lookahead, max_new_tokens, lm_weight)
     columns = dict(columns or {})
@@ -109,6 +111,7 @@ class _Search:
 
     def run(self, prompt: Text, prompt_ids: Sequence[int], columns: dict[str, Any]) -> Selection:
         beams = [_State((), 0.0, None, False)]
+        spent_before = Cost(**self.cost.as_dict())
         logits = self._forward(torch.tensor([list(prompt_ids)], device=self.device))  # (1, V)
         steps = scored = unscorable = 0
         while any(not b.done for b in beams):
@@ -137,7 +140,9 @@ class _Search:
                 logits = next_logits[torch.tensor(keep, device=next_logits.device)]  # type: ignore[index]
         chosen = 0 if beams[0].score is not None else None
         final = tuple(Candidate(self.sampler.text(b.ids), b.ids, b.score) for b in beams)
-        details = {"steps": steps, "scored": scored, "unscorable": unscorable, "logps": [b.logp for b in beams]}
+        spent = {name: value - getattr(spent_before, name) for name, value in self.cost.as_dict().items()}
+        details = {"steps": steps, "scored": scored, "unscorable": unscorable, "logps": [b.logp for b in beams],
+                   "cost": spent}
         return Selection(prompt, final, chosen, details)
 
     def _key(self, state: _State) -> tuple[int, float]:

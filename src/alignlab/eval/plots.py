@@ -1,4 +1,5 @@
-"""Evaluation plots as PNG bytes (matplotlib, Agg): reward against KL, training curves, lengths.
+"""Evaluation plots as PNG bytes (matplotlib, Agg): reward against KL, training curves, lengths,
+reward against a cost budget, and a steering trade-off sweep.
 
 Example: ``png = reward_kl_plot({"dpo": (1.2, 0.1, 0.5, 0.05)}, [(0.19, 0.3, 0.1, 2)])``
 
@@ -117,6 +118,62 @@ def length_histogram(lengths: Mapping[str, Sequence[int]]) -> bytes:
         ax.legend(fontsize=9)
     else:
         _empty(ax, "no lengths recorded")
+    return _png(fig)
+
+
+CostPoint = tuple[float, float, float, str]
+"""(cost, reward, reward_stderr, label) of one run of a decoding method."""
+
+
+def reward_cost_plot(curves: Mapping[str, Sequence[CostPoint]], cost_label: str) -> bytes:
+    """Reward against what was spent for it (log x axis), one line per method, each point
+    labelled (error bars: ± 1 standard error): methods compared at matched cost."""
+    fig = _figure(9.0, 5.0)
+    ax = fig.add_subplot()
+    for (name, points), color in zip(curves.items(), _colors(len(curves)), strict=True):
+        if not points:
+            continue
+        costs, rewards, ses, labels = zip(*sorted(points), strict=True)
+        ax.errorbar(costs, rewards, yerr=ses, color=color, marker="o", markersize=4, capsize=3, label=name)
+        for cost, reward, label in zip(costs, rewards, labels, strict=True):
+            ax.annotate(label, (cost, reward), textcoords="offset points", xytext=(5, -11), fontsize=7, color=color)
+    if any(curves.values()):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.legend(loc="best", fontsize=9)
+    else:
+        _empty(ax, "nothing to plot")
+    ax.set_xlabel(cost_label + " (log scale)")
+    ax.set_ylabel("true reward per response (mean ± s.e.)")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+SweepPoint = tuple[float, float, float]
+"""(x, value, stderr) of one point of a sweep."""
+
+
+def sweep_plot(series: Mapping[str, tuple[Sequence[SweepPoint], Sequence[tuple[float, float]]]],
+               x_label: str, y_label: str) -> bytes:
+    """Measured points (± 1 standard error) and a fitted curve per series, against one swept
+    setting: ``series[name] = (points, fitted (x, y) pairs)``."""
+    fig = _figure(9.0, 4.6)
+    ax = fig.add_subplot()
+    for (name, (points, fitted)), color in zip(series.items(), _colors(len(series)), strict=True):
+        if points:
+            xs, ys, ses = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=ses, color=color, marker="o", markersize=4, capsize=3, linestyle="none",
+                        label=f"{name} (measured)")
+        if fitted:
+            xs, ys = zip(*fitted, strict=True)
+            ax.plot(xs, ys, color=color, linestyle="--", label=f"{name} (fit)")
+    if series:
+        ax.legend(loc="best", fontsize=9)
+    else:
+        _empty(ax, "nothing to plot")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(True, alpha=0.3)
     return _png(fig)
 
 

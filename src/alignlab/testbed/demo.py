@@ -58,6 +58,7 @@ def print_summary(results: dict, console: Console) -> None:
             picks.add_row(row["selector"], f"{row['true_reward_mean']:+.3f} ± {row['true_reward_stderr']:.3f}",
                           f"{row['vs_raw_sum_mean']:+.3f} ± {row['vs_raw_sum_stderr']:.3f}")
         console.print(picks)
+    _print_decoding(results.get("decoding") or {}, console)
     base = policies["base"]
     for name, p in policies.items():
         if name == "base":
@@ -65,3 +66,26 @@ def print_summary(results: dict, console: Console) -> None:
         gain = p["reward_mean"] - base["reward_mean"]
         se = float(torch.tensor([p["reward_stderr"], base["reward_stderr"]]).pow(2).sum().sqrt())
         console.print(f"{name}: true reward {gain:+.3f} ± {se:.3f} over the base, at KL {p['kl']:.2f} nats")
+
+
+def _print_decoding(decoding: dict, console: Console) -> None:
+    if decoding.get("deal"):
+        table = Table("DeAL (beam, top-k, lookahead)", "tokens/prompt", "DeAL", "best-of-N, same tokens",
+                      "difference (paired)", title="DeAL against best-of-N at matched generated tokens",
+                      title_justify="left")
+        for d in decoding["deal"]["deal"]:
+            table.add_row(f"({d['beam_width']}, {d['candidates']}, {d['lookahead']})", f"{d['tokens_per_prompt']:.1f}",
+                          f"{d['true_reward_mean']:+.3f} ± {d['true_reward_stderr']:.3f}",
+                          f"{d['best_of_n_matched_mean']:+.3f} ± {d['best_of_n_matched_stderr']:.3f}",
+                          f"{d['difference_mean']:+.3f} ± {d['difference_stderr']:.3f}")
+        console.print(table)
+    if decoding.get("steering"):
+        fit = decoding["steering"]["fit"]
+        console.print(f"steering: harmless share {fit['alignment_intercept']:.3f} {fit['alignment_slope']:+.3f}·α "
+                      f"(R² {fit['alignment_r2']:.2f}); correct share {fit['helpfulness_intercept']:.3f} "
+                      f"− {fit['helpfulness_curvature']:.3f}·α² (R² {fit['helpfulness_r2']:.2f})")
+    if decoding.get("token_shift"):
+        shift = decoding["token_shift"]
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in shift["shares"].items())
+        console.print(f"token distribution shift of {shift['aligned']} against the base: {shares} "
+                      f"of {shift['positions']} positions")

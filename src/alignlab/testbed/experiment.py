@@ -30,6 +30,9 @@ from alignlab.eval.pairs import evaluate_pairs
 from alignlab.eval.ranking import win_rate
 from alignlab.eval.scoring import score_pairs
 from alignlab.testbed.inference import inference_time_alignment
+from alignlab.testbed.search import deal_against_best_of_n
+from alignlab.testbed.shift import token_shift
+from alignlab.testbed.steering import steering_tradeoff
 from alignlab.testbed.tokenizer import build_tokenizer
 from alignlab.testbed.world import (
     Prompt,
@@ -130,10 +133,21 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, console: Conso
     inference = inference_time_alignment(base_model, tokenizer, prompts, n=max(settings.best_of),
                                          max_new_tokens=settings.max_new_tokens, seed=settings.seed + 6)
     timing["inference_time"] = time.perf_counter() - started - sum(timing.values())
+
+    console.rule("[bold]6. decoding-time search, steering and token shift")
+    decoding = {"deal": deal_against_best_of_n(base_model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+                                               seed=settings.seed + 7),
+                "steering": steering_tradeoff(base_model, tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+                                              seed=settings.seed + 8)}
+    aligned = "dpo" if "dpo" in settings.objectives else (settings.objectives or (None,))[0]
+    if aligned is not None:
+        decoding["token_shift"] = {"aligned": aligned, **token_shift(base_model, _load(models[aligned]), tokenizer,
+                                                                      prompts, max_new_tokens=settings.max_new_tokens)}
+    timing["decoding"] = time.perf_counter() - started - sum(timing.values())
     timing["total"] = time.perf_counter() - started
     report = {"settings": asdict(settings), "timing_seconds": timing,
               "policies": {name: asdict(r) for name, r in results.items()}, "best_of_n": best,
-              "inference_time": inference,
+              "inference_time": inference, "decoding": decoding,
               "training_curves": _curves(out, ["base", *settings.objectives]), "samples": samples}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

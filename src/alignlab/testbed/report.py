@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignlab.eval.plots import html_figure, length_histogram, reward_kl_plot, training_curves_plot
+from alignlab.eval.plots import length_histogram, reward_kl_plot, training_curves_plot
 from alignlab.eval.report import html_section, write_html
+from alignlab.testbed.cells import figure_section, num, pm, val
+from alignlab.testbed.report_decoding import decoding_sections, inference_time_section
 
 TITLE = "alignlab testbed report"
 INTRO = (
@@ -60,18 +61,19 @@ def report_sections(results: Mapping[str, Any]) -> list[str]:
     if best_of_n:
         sections.append(_best_of_n(best_of_n))
     if results.get("inference_time"):
-        sections.append(_inference_time(results["inference_time"]))
+        sections.append(inference_time_section(results["inference_time"]))
+    sections += decoding_sections(results.get("decoding") or {})
     if results.get("training_curves"):
         curves = {name: [(p["step"], p["loss"]) for p in points]
                   for name, points in results["training_curves"].items()}
-        sections.append(_plot_section("Training curves", training_curves_plot(curves),
+        sections.append(figure_section("Training curves", training_curves_plot(curves),
                                       "training loss against optimizer step",
                                       "base: supervised next-token loss; the others: their "
                                       "alignment objective on the labelled pairs, so scales "
                                       "differ."))
     lengths = {name: p.get("lengths") or [] for name, p in policies.items()}
     if any(lengths.values()):
-        sections.append(_plot_section("Length distributions", length_histogram(lengths),
+        sections.append(figure_section("Length distributions", length_histogram(lengths),
                                       "histogram of response lengths per policy",
                                       "Length in words of every evaluation sample."))
     if results.get("samples"):
@@ -85,10 +87,10 @@ def _intro(policies: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any
     base = policies.get("base")
     aligned = {k: v for k, v in policies.items() if k != "base"}
     if base and aligned:
-        name, best = max(aligned.items(), key=lambda kv: _num(kv[1].get("reward_mean")))
-        margin = _num(best.get("reward_mean")) - _num(base.get("reward_mean"))
+        name, best = max(aligned.items(), key=lambda kv: num(kv[1].get("reward_mean")))
+        margin = num(best.get("reward_mean")) - num(base.get("reward_mean"))
         parts.append(f"<p><b>{html.escape(name)}</b> gained the most true reward: {margin:+.3f} "
-                     f"over the base, at a KL of {_num(best.get('kl')):.2f} nats.</p>")
+                     f"over the base, at a KL of {num(best.get('kl')):.2f} nats.</p>")
     if settings:
         shown = {k: html.escape(str(settings.get(k, "?")))
                  for k in ("eval_prompts", "samples", "model_size", "steps", "seed")}
@@ -102,16 +104,16 @@ def _intro(policies: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any
 def _summary(policies: Mapping[str, Mapping[str, Any]]) -> str:
     # Two tables rather than one wide one: nine columns overflow the page width.
     outcomes = [{"policy": name,
-                 "true reward": _pm(p.get("reward_mean"), p.get("reward_stderr")),
-                 "KL to base (nats)": _pm(p.get("kl"), p.get("kl_stderr"), 2),
-                 "win rate vs base": _pm(p.get("win_rate"), p.get("win_rate_stderr")),
-                 "length (words)": _val(p.get("length_mean"), 2)}
+                 "true reward": pm(p.get("reward_mean"), p.get("reward_stderr")),
+                 "KL to base (nats)": pm(p.get("kl"), p.get("kl_stderr"), 2),
+                 "win rate vs base": pm(p.get("win_rate"), p.get("win_rate_stderr")),
+                 "length (words)": val(p.get("length_mean"), 2)}
                 for name, p in policies.items()]
     ranking = [{"policy": name,
-                "ranking acc. (sum)": _val(p.get("ranking_accuracy")),
-                "ranking acc. (normalised)": _val(p.get("ranking_accuracy_normalised")),
-                "idealized ranking acc.": _val(p.get("idealized_ranking_accuracy")),
-                "implicit-reward acc.": _val(p.get("implicit_reward_accuracy"))}
+                "ranking acc. (sum)": val(p.get("ranking_accuracy")),
+                "ranking acc. (normalised)": val(p.get("ranking_accuracy_normalised")),
+                "idealized ranking acc.": val(p.get("idealized_ranking_accuracy")),
+                "implicit-reward acc.": val(p.get("implicit_reward_accuracy"))}
                for name, p in policies.items()]
     notes = ["Values are mean ± standard error. True reward and length are over the evaluation "
              "samples; KL is the Monte-Carlo estimate on the policy's own samples; the win rate "
@@ -130,7 +132,7 @@ def _reward_kl(policies: Mapping[str, Mapping[str, Any]],
               for name, p in policies.items()}
     frontier = [(b["kl_bound"], b["reward_mean"], b.get("reward_stderr"), b["n"])
                 for b in best_of_n]
-    return _plot_section("True reward against KL", reward_kl_plot(points, frontier),
+    return figure_section("True reward against KL", reward_kl_plot(points, frontier),
                          "true reward against KL to the base for each policy and best-of-N",
                          "Each method at its measured KL; best-of-N of base samples selected by "
                          "the true reward, at its analytic KL bound log N − (N−1)/N: a method "
@@ -139,43 +141,13 @@ def _reward_kl(policies: Mapping[str, Mapping[str, Any]],
 
 
 def _best_of_n(best_of_n: Sequence[Mapping[str, Any]]) -> str:
-    rows = [{"N": b["n"], "true reward": _pm(b.get("reward_mean"), b.get("reward_stderr")),
-             "KL bound (nats)": _val(b.get("kl_bound"))} for b in best_of_n]
+    rows = [{"N": b["n"], "true reward": pm(b.get("reward_mean"), b.get("reward_stderr")),
+             "KL bound (nats)": val(b.get("kl_bound"))} for b in best_of_n]
     notes = ["Best of N base samples by the true reward; KL bound log N − (N−1)/N (exact for "
              "continuous rewards without ties, an upper bound otherwise)."]
     return html_section("Best-of-N frontier", {"tables": {"Best-of-N": rows}, "notes": notes})
 
 
-def _inference_time(inference: Mapping[str, Any]) -> str:
-    rows = [{"selector": r["selector"], "true reward": _pm(r["true_reward_mean"], r["true_reward_stderr"]),
-             "vs raw sum (paired)": _pm(r["vs_raw_sum_mean"], r["vs_raw_sum_stderr"])} for r in inference["rows"]]
-    by_name = {r["selector"]: r for r in inference["rows"]}
-    gap = by_name["AND of LSC-transformed proxies"]
-    verdict = ("higher" if gap["vs_raw_sum_mean"] > 2 * gap["vs_raw_sum_stderr"] else
-               "lower" if gap["vs_raw_sum_mean"] < -2 * gap["vs_raw_sum_stderr"] else
-               "not distinguishable (within two standard errors)")
-    notes = [
-        f"Best of {inference['n']} base samples per prompt ({inference['prompts']} prompts), picked by each "
-        "selector and judged by the true reward; one sample: "
-        f"{_pm(inference['first_sample_true_reward'], inference['first_sample_stderr'])}.",
-        "Proxies: testbed_proxy (pays for any stated answer and for length) and a blocklist of the world's "
-        "harmful words. r_ref(x) is the median of each proxy over "
-        f"{inference['reference_samples']} independent base samples of x.",
-        "Wang et al. 2024 (arXiv 2402.00742) claim that the logical AND of LSC-transformed rewards, "
-        "Σ_k log σ(r_k − r_ref,k(x)), hacks less than their raw sum. Here its true reward is "
-        f"{verdict} compared with the raw sum: {_pm(gap['vs_raw_sum_mean'], gap['vs_raw_sum_stderr'])}.",
-        "Control: the LSC of one reward alone is monotone for a fixed prompt, so it cannot change a best-of-N "
-        "pick; " + ("it picked exactly as the raw proxy did." if inference["lsc_alone_picks_as_raw"]
-                    else "yet its picks differed from the raw proxy's: a bug to look into."),
-        f"{inference['harmful_share']:.0%} of the candidates contain a harmful word, which the raw sum "
-        "already charges 1 for; the claim is tested only as far as the two proxies conflict on this world.",
-    ]
-    return html_section("Inference-time alignment: best-of-N by proxies", {"tables": {"Selectors": rows},
-                                                                            "notes": notes})
-
-
-def _plot_section(title: str, png: bytes, alt: str, caption: str) -> str:
-    return f"<section><h2>{html.escape(title)}</h2>\n{html_figure(png, alt, caption)}</section>"
 
 
 def _samples(samples: Sequence[Mapping[str, Any]]) -> str:
@@ -190,7 +162,7 @@ def _samples(samples: Sequence[Mapping[str, Any]]) -> str:
 
 def _settings(settings: Mapping[str, Any], timing: Mapping[str, Any]) -> str:
     tables = {"Settings": [{"setting": k, "value": _setting(v)} for k, v in settings.items()],
-              "Timing": [{"stage": k, "seconds": _val(v, 1)} for k, v in timing.items()]}
+              "Timing": [{"stage": k, "seconds": val(v, 1)} for k, v in timing.items()]}
     return html_section("Settings and timing", {"tables": tables})
 
 
@@ -210,16 +182,3 @@ def _setting(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-def _num(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _val(value: Any, digits: int = 3) -> str:
-    return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
-
-
-def _pm(mean: Any, stderr: Any, digits: int = 3) -> str:
-    if stderr is None or not math.isfinite(float(stderr)):
-        return _val(mean, digits)
-    # no-break spaces: a "mean ± se" cell never wraps onto two lines
-    return f"{_val(mean, digits)}\u00a0±\u00a0{float(stderr):.{digits}f}"
