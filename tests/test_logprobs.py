@@ -294,3 +294,31 @@ def test_mask_at_position_zero_or_wrong_shape_raises() -> None:
         logps_from_logits(torch.randn(B, L, V), ids, mask)
     with pytest.raises(ValueError, match="completion_mask has shape"):
         completion_logps(hidden, weight, ids, mask[:, 1:])
+
+
+@pytest.mark.parametrize("chunk_size", [2, 1024])
+def test_temperature_and_entropy_match_the_full_softmax(chunk_size: int) -> None:
+    """At temperature T the log-probs are those of softmax(logits / T), with gradients; the
+    entropy is that distribution's, detached, 0 off the mask; T = 1 changes nothing."""
+    ids, mask = layout("right")
+    hidden, weight, bias = random_head()
+    h1, w1 = leaves(hidden, weight)
+    fast = completion_logps(h1, w1, ids, mask, bias=bias, chunk_size=chunk_size, temperature=0.7, entropy=True)
+    h2, w2 = leaves(hidden, weight)
+    logits = (h2 @ w2.T + bias) / 0.7
+    slow = naive(logits, ids, mask)
+    torch.testing.assert_close(fast.sum, slow["sum"], atol=1e-5, rtol=0)
+    fast.sum.sum().backward()
+    slow["sum"].sum().backward()
+    torch.testing.assert_close(h1.grad, h2.grad, atol=1e-5, rtol=0)
+    logp = torch.log_softmax(logits.detach(), -1)
+    entropy = -(logp.exp() * logp).sum(-1)  # (B, L): position t-1's distribution predicts token t
+    expected = torch.zeros(B, L)
+    expected[:, 1:] = torch.where(mask[:, 1:], entropy[:, :-1], 0.0)
+    assert fast.entropy is not None and not fast.entropy.requires_grad
+    torch.testing.assert_close(fast.entropy, expected, atol=1e-5, rtol=0)
+    plain = completion_logps(hidden, weight, ids, mask, bias=bias, chunk_size=chunk_size)
+    same = completion_logps(hidden, weight, ids, mask, bias=bias, chunk_size=chunk_size, temperature=1.0)
+    assert plain.entropy is None and torch.equal(plain.tokens, same.tokens)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        completion_logps(hidden, weight, ids, mask, temperature=0.0)

@@ -6,6 +6,7 @@ model.lm_head, ids, completion_mask); lp.sum, lp.mean``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ class LogProbs:
     """(B, L) log-prob of the token at each position; 0 where the mask is False."""
     counts: Tensor
     """(B,) number of completion tokens |y|."""
+    entropy: Tensor | None = None
+    """(B, L) entropy (nats) of the next-token distribution that predicts each completion token,
+    detached, 0 off the mask; None unless asked for (online RL logs it)."""
 
 
 def completion_logps(
@@ -38,6 +42,8 @@ def completion_logps(
     bias: Tensor | None = None,
     chunk_size: int = 1024,
     upcast: bool = True,
+    temperature: float = 1.0,
+    entropy: bool = False,
 ) -> LogProbs:
     """Log-probs of the completion tokens, projecting only the hidden states that predict them.
 
@@ -53,6 +59,10 @@ def completion_logps(
     the tokens. It costs a transient float32 copy of a bf16 head per chunk and float32 (or TF32)
     matmul speed. ``upcast=False`` computes the matmul in the weight's dtype like the model's own
     forward, then upcasts; any other head module is always called as is, then upcast.
+
+    ``temperature`` divides the logits before the softmax: the log-probs of the distribution a
+    sampler at that temperature drew from (what online RL's ratios need). ``entropy=True`` also
+    returns each position's entropy, from the same logits.
     """
     mask = _check(hidden, input_ids, completion_mask)
     batch, length, width = hidden.shape
@@ -60,9 +70,13 @@ def completion_logps(
     flat = rows[:, 0] * length + rows[:, 1]  # (N,) rows of the flattened (B·L, H) hidden states
     targets = input_ids.reshape(-1)[flat + 1]  # (N,) the token after each such hidden state
     selected = hidden.reshape(batch * length, width).index_select(0, flat)  # (N, H)
-    logps = head_logps(selected, targets, lm_head, bias=bias, chunk_size=chunk_size, upcast=upcast)
-    tokens = logps.new_zeros(batch * length).index_copy(0, flat + 1, logps).view(batch, length)
-    return reduce_token_logps(tokens, mask)
+    logps, entropies = head_logps_entropy(selected, targets, lm_head, bias=bias, chunk_size=chunk_size,
+                                          upcast=upcast, temperature=temperature, entropy=entropy)
+
+    def place(values: Tensor) -> Tensor:
+        return values.new_zeros(batch * length).index_copy(0, flat + 1, values).view(batch, length)
+
+    return reduce_token_logps(place(logps), mask, None if entropies is None else place(entropies))
 
 
 def head_logps(
@@ -78,8 +92,26 @@ def head_logps(
     only, ``chunk_size`` rows at a time, each chunk recomputed in the backward instead of kept.
     The core of :func:`completion_logps`, for callers that pick the hidden states themselves
     (the packed forward of :mod:`alignlab.forward.packing`)."""
+    return head_logps_entropy(selected, targets, lm_head, bias=bias, chunk_size=chunk_size, upcast=upcast)[0]
+
+
+def head_logps_entropy(
+    selected: Tensor,
+    targets: Tensor,
+    lm_head: nn.Module | Tensor,
+    *,
+    bias: Tensor | None = None,
+    chunk_size: int = 1024,
+    upcast: bool = True,
+    temperature: float = 1.0,
+    entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`head_logps` of the logits divided by ``temperature``, and with ``entropy=True`` the
+    (N,) entropies of those distributions (detached; None otherwise), from the same chunks."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
     head = _head(lm_head, bias, upcast)
     params = [lm_head] if isinstance(lm_head, Tensor) else list(lm_head.parameters())
     if bias is not None:
@@ -89,15 +121,20 @@ def head_logps(
     recompute = torch.is_grad_enabled() and (
         selected.requires_grad or any(p.requires_grad for p in params)
     )
-    pieces = []
+    pieces, entropies = [], []
     # One chunk even when N = 0, so that the result stays connected to the graph.
     for start in range(0, max(len(targets), 1), chunk_size):
         h, y = selected[start : start + chunk_size], targets[start : start + chunk_size]
         if recompute:
-            pieces.append(checkpoint(_chunk_logps, head, h, y, use_reentrant=False))
+            pieces.append(checkpoint(_chunk_logps, head, h, y, temperature, use_reentrant=False))
         else:
-            pieces.append(_chunk_logps(head, h, y))
-    return torch.cat(pieces)  # (N,)
+            pieces.append(_chunk_logps(head, h, y, temperature))
+        if entropy:
+            # Its own no-grad pass: inside the checkpointed function it would be recomputed in
+            # the backward for nothing; a logged metric needs no graph.
+            with torch.no_grad():
+                entropies.append(_chunk_entropy(head, h, temperature))
+    return torch.cat(pieces), (torch.cat(entropies) if entropy else None)  # (N,), (N,)
 
 
 def _head(lm_head: nn.Module | Tensor, bias: Tensor | None, upcast: bool) -> Callable:
@@ -126,17 +163,24 @@ def hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"))
 
 
-def _chunk_logps(head: Callable, hidden: Tensor, targets: Tensor) -> Tensor:
+def _chunk_logps(head: Callable, hidden: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
     logits = head(hidden).float()  # (c, V)
+    if temperature != 1.0:
+        logits = logits / temperature
     return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - logits.logsumexp(-1)  # (c,)
 
 
-def reduce_token_logps(tokens: Tensor, mask: Tensor) -> LogProbs:
+def _chunk_entropy(head: Callable, hidden: Tensor, temperature: float) -> Tensor:
+    logps = (head(hidden).float() / temperature).log_softmax(-1)  # (c, V)
+    return -(logps.exp() * logps).sum(-1)  # (c,)
+
+
+def reduce_token_logps(tokens: Tensor, mask: Tensor, entropy: Tensor | None = None) -> LogProbs:
     """A :class:`LogProbs` from per-token log-probs ``tokens`` (B, L), 0 off ``mask`` (B, L) bool:
     the reduction every path shares (chunked head, packed forward, cached reference)."""
     counts = mask.sum(-1).float()  # (B,)
     total = tokens.sum(-1)
-    return LogProbs(total, total / counts.clamp(min=1), tokens, counts)
+    return LogProbs(total, total / counts.clamp(min=1), tokens, counts, entropy)
 
 
 def _check(outputs: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:

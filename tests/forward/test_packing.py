@@ -229,6 +229,21 @@ def test_reference_pass_without_gradients_and_in_eval_mode_matches() -> None:
     assert not packed.sum.requires_grad
 
 
+def test_group_of_g_completions_at_a_temperature_with_entropy_matches(form: str) -> None:
+    """Online RL's batch: one prompt, G completions, log-probs at the sampling temperature and
+    per-token entropies, packed (prompt encoded once) as plain."""
+    from alignlab.forward import CompletionLogps
+
+    model = make_model()
+    batch = collate_sequences(grouped_sequences(groups=2, per_group=4, seed=7), pad_id=0)
+    plain = CompletionLogps(model, 5, packing=False, temperature=0.6, entropy=True)(batch)
+    packed = CompletionLogps(model, 5, packing=True, temperature=0.6, entropy=True)(batch)
+    assert_close_logps(plain, packed)
+    torch.testing.assert_close(packed.entropy, plain.entropy, atol=1e-5, rtol=0)
+    cold = CompletionLogps(model, 5, packing=True)(batch)
+    assert not torch.allclose(cold.sum, packed.sum)  # the temperature is applied
+
+
 # ---- the prompt is encoded once ------------------------------------------------------------------
 
 def positions_through_backbone(model: Any, batch: SequenceBatch, packing: bool) -> int:

@@ -94,6 +94,7 @@ def sample(
     streams: Sequence[int] | None = None,
     first_sample: int = 0,
     cost: Cost | None = None,
+    progress: bool = True,
 ) -> list[list[tuple[int, ...]]]:
     """``n`` completions (token ids) of every prompt, in prompt order.
 
@@ -106,6 +107,7 @@ def sample(
     the stream index of its first sample, so a caller that samples more later (rejection
     sampling's next round, a subset of prompts) continues the same streams instead of repeating
     them. ``cost``, when given, is increased by the tokens generated and the forward passes run.
+    ``progress=False`` never shows a bar (a caller with its own, as the training loop).
     """
     _check(options, n, prompts)
     streams = list(range(len(prompts))) if streams is None else list(streams)
@@ -114,7 +116,7 @@ def sample(
     eos_ids = [eos_id] if isinstance(eos_id, int) else list(eos_id)
     device = model_device(model)
     starts: Sequence[int] = range(0, len(prompts), options.batch_size)
-    if len(prompts) * n > PROGRESS_FROM:
+    if progress and len(prompts) * n > PROGRESS_FROM:
         starts = track(starts, description="sampling", transient=True)
     results: list[list[tuple[int, ...]]] = []
     cost = Cost() if cost is None else cost

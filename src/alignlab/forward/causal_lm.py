@@ -18,7 +18,7 @@ from alignlab.forward.batch import SequenceBatch
 from alignlab.forward.lean import lean_layers, lean_modules
 from alignlab.forward.packing import pack, packed_hidden, supports_packing
 from alignlab.forward.runtime import autocast_for, base_model, eval_mode, model_device
-from alignlab.logprobs import LogProbs, completion_logps, head_logps, reduce_token_logps
+from alignlab.logprobs import LogProbs, completion_logps, head_logps_entropy, reduce_token_logps
 
 
 def split_model(model: Any) -> tuple[nn.Module, nn.Module]:
@@ -48,10 +48,12 @@ class CompletionLogps(nn.Module):
     DDP only sees a forward that goes through its own ``forward``.
     """
 
-    def __init__(self, model: Any, chunk_size: int = 1024, packing: bool | None = None) -> None:
+    def __init__(self, model: Any, chunk_size: int = 1024, packing: bool | None = None, *,
+                 temperature: float = 1.0, entropy: bool = False) -> None:
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        self.temperature, self.entropy = temperature, entropy
         supported = supports_packing(model)
         if packing and not supported:
             model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
@@ -66,16 +68,19 @@ class CompletionLogps(nn.Module):
             layout = pack(batch)
             with lean_layers(self._lean_modules() if torch.is_grad_enabled() else []):
                 hidden = packed_hidden(backbone, layout)[0]  # (T, H)
-            logps = head_logps(hidden.index_select(0, layout.predictors), layout.targets, head,
-                               chunk_size=self.chunk_size)
+            logps, entropy = head_logps_entropy(hidden.index_select(0, layout.predictors), layout.targets, head,
+                                                chunk_size=self.chunk_size, temperature=self.temperature,
+                                                entropy=self.entropy)
             mask = batch.completion_mask.bool()
             tokens = logps.new_zeros(mask.shape).masked_scatter(mask, logps)  # row-major order
-            return reduce_token_logps(tokens, mask)
+            if entropy is not None:
+                entropy = entropy.new_zeros(mask.shape).masked_scatter(mask, entropy)
+            return reduce_token_logps(tokens, mask, entropy)
         # position_ids follow from the right padding; the attention mask hides the pads.
         hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                           use_cache=False).last_hidden_state  # (N, L, H)
         return completion_logps(hidden, head, batch.input_ids, batch.completion_mask,
-                                chunk_size=self.chunk_size)
+                                chunk_size=self.chunk_size, temperature=self.temperature, entropy=self.entropy)
 
     def _lean_modules(self) -> list[nn.Module]:
         """The norms and MLPs that keep fewer tensors for the backward (nothing to keep without
@@ -86,16 +91,17 @@ class CompletionLogps(nn.Module):
 
 
 def sequence_logps(model: Any, batch: SequenceBatch, chunk_size: int = 1024,
-                   packing: bool | None = None) -> LogProbs:
-    """Completion log-probs of every sequence of ``batch`` (right-padded)."""
-    return CompletionLogps(model, chunk_size, packing)(batch)
+                   packing: bool | None = None, temperature: float = 1.0) -> LogProbs:
+    """Completion log-probs of every sequence of ``batch`` (right-padded), of the logits divided
+    by ``temperature``."""
+    return CompletionLogps(model, chunk_size, packing, temperature=temperature)(batch)
 
 
 @torch.no_grad()
 def frozen_logps(model: nn.Module, batch: SequenceBatch, chunk_size: int = 1024,
-                 precision: str | None = None, packing: bool | None = None) -> LogProbs:
+                 precision: str | None = None, packing: bool | None = None, temperature: float = 1.0) -> LogProbs:
     """Log-probs of ``batch`` without gradients, on the model's device, ``model`` in eval mode
     for the call only; ``precision`` as :func:`~alignlab.forward.runtime.autocast_for`."""
     device = model_device(model)
     with eval_mode(model), autocast_for(precision, device):
-        return sequence_logps(model, batch.to(device), chunk_size, packing)
+        return sequence_logps(model, batch.to(device), chunk_size, packing, temperature)

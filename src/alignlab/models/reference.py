@@ -40,7 +40,8 @@ class CopyReference:
 
     ``copy=False`` uses ``model`` itself (already a separate instance, e.g. loaded from disk) and
     freezes it in place. ``precision`` ("fp32", "bf16") sets autocast for the forward; None keeps
-    the caller's autocast. ``packing`` as in :class:`~alignlab.forward.CompletionLogps`.
+    the caller's autocast. ``packing`` and ``temperature`` (the logits' divisor, online RL's
+    sampling temperature) as in :class:`~alignlab.forward.CompletionLogps`.
     """
 
     def __init__(
@@ -51,16 +52,18 @@ class CopyReference:
         copy: bool = True,
         precision: str | None = None,
         packing: bool | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.model = frozen_copy(model) if copy else _frozen(model)
         self.packing = packing
         self.chunk_size = chunk_size
         self.precision = precision
+        self.temperature = temperature
         self.forward_sequences = 0
 
     def logps(self, batch: SequenceBatch) -> LogProbs:
         self.model.eval()  # a stray .train() on a parent module must not turn dropout on
-        lp = frozen_logps(self.model, batch, self.chunk_size, self.precision, self.packing)
+        lp = frozen_logps(self.model, batch, self.chunk_size, self.precision, self.packing, self.temperature)
         self.forward_sequences += batch.input_ids.shape[0]
         return lp
 
@@ -79,6 +82,7 @@ class AdapterReference:
         *,
         precision: str | None = None,
         packing: bool | None = None,
+        temperature: float = 1.0,
     ) -> None:
         model = unwrap(peft_model)
         if not hasattr(model, "disable_adapter"):
@@ -90,11 +94,12 @@ class AdapterReference:
         self.chunk_size = chunk_size
         self.precision = precision
         self.packing = packing
+        self.temperature = temperature
         self.forward_sequences = 0
 
     def logps(self, batch: SequenceBatch) -> LogProbs:
         with self.model.disable_adapter():
-            lp = frozen_logps(self.model, batch, self.chunk_size, self.precision, self.packing)
+            lp = frozen_logps(self.model, batch, self.chunk_size, self.precision, self.packing, self.temperature)
         self.forward_sequences += batch.input_ids.shape[0]
         return lp
 
