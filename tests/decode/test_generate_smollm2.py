@@ -1,4 +1,4 @@
-"""`alignlab generate` on SmolLM2-135M-Instruct, every strategy, as a new user would run it.
+"""`alignlab generate` on SmolLM2-135M-Instruct, every strategy (DeAL and guided too), as a new user would run it.
 
 Example: ``pytest -m slow tests/decode/test_generate_smollm2.py`` (``make test-all`` runs it)
 
@@ -101,3 +101,39 @@ def test_steering_vectors_read_from_the_real_model_change_its_samples(model_dir:
     texts = [[c["text"] for c in r["candidates"]] for r in plain]
     assert [[c["text"] for c in r["candidates"]] for r in zero] == texts
     assert [[c["text"] for c in r["candidates"]] for r in strong] != texts
+
+
+CONSTANT = "keyword_score(keywords=['zzqxj'])"
+"""A reward of 0 for every completion."""
+
+GUIDELINES = [{"id": "numbers", "text": "When asked for a number, answer with the number only."},
+              {"id": "capitals", "text": "Name the capital city in one word."},
+              {"id": "violence", "text": "Refuse to help with violence.", "tags": ["safety"]}]
+
+
+def test_deal_on_the_real_model(model_dir: Path, prompts: Path, tmp_path: Path) -> None:
+    greedy = generate(model_dir, prompts, tmp_path / "greedy.jsonl", "--strategy", "greedy")
+    one_beam = generate(model_dir, prompts, tmp_path / "one.jsonl", "--strategy", "deal", "--beam-width", "1",
+                        "--lookahead", "0", "--reward", CONSTANT)
+    assert [r["completion"] for r in one_beam] == [r["completion"] for r in greedy]
+    rows = generate(model_dir, prompts, tmp_path / "deal.jsonl", "--strategy", "deal", "--beam-width", "2",
+                    "--candidates", "3", "--lookahead", "2", "--reward", "keyword_score(keywords=['5', 'Paris'])")
+    assert "5" in rows[0]["completion"] and "Paris" in rows[1]["completion"]
+    for row in rows:
+        assert len(row["candidates"]) == 2 and row["chosen_index"] == 0
+        assert row["candidates"][0]["score"] == max(c["score"] for c in row["candidates"]) == 0.5
+
+
+def test_guided_on_the_real_model(model_dir: Path, prompts: Path, tmp_path: Path) -> None:
+    library = tmp_path / "guidelines.jsonl"
+    library.write_text("".join(json.dumps(g) + "\n" for g in GUIDELINES), encoding="utf-8")
+    rows = generate(model_dir, prompts, tmp_path / "guided.jsonl", "--strategy", "guided", "--guidelines",
+                    str(library), "--guideline-k", "1", "--temperature", "0")
+    assert [[g["id"] for g in r["details"]["guidelines"]] for r in rows] == [["numbers"], ["capitals"]]
+    assert "5" in rows[0]["completion"] and "Paris" in rows[1]["completion"]
+    best = generate(model_dir, prompts, tmp_path / "best.jsonl", "--strategy", "guided", "--guidelines",
+                    str(library), "--n", "4", "--reward", "keyword_score(keywords=['5', 'Paris'])")
+    for row in best:
+        scores = [c["score"] for c in row["candidates"]]
+        assert len(scores) == 4 and row["chosen_index"] == scores.index(max(scores))
+        assert len(row["details"]["guidelines"]) == 3

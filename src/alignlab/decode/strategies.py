@@ -3,9 +3,14 @@
 Example: ``decode_with("vote", sampler, prompts, n=8)``; ``STRATEGIES`` lists them
 
 ``sample`` (the first of n samples, scored when a reward is given), ``greedy``, ``bon``
-(best-of-N by a reward), ``rejection`` (rounds of N until one scores ≥ a threshold) and ``vote``
+(best-of-N by a reward), ``rejection`` (rounds of N until one scores ≥ a threshold), ``vote``
 (self-consistency: majority over extracted answers, or reward-weighted with a reward), ``urial``
-(a base model inside the URIAL prompt) and ``steer`` (a steering vector added while sampling).
+(a base model inside the URIAL prompt), ``steer`` (a steering vector added while sampling),
+``deal`` (a reward-guided token-level beam search with lookahead) and ``guided`` (retrieved
+guidelines put into the prompt).
+
+Every reward scores a completion against the prompt as the user gave it: never the chat-wrapped
+text (the sampler wraps only the token ids it encodes), the URIAL prompt or the guideline-laden one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from alignlab.decode.candidates import (
     score_candidates,
 )
 from alignlab.decode.cost import Cost
+from alignlab.decode.deal import deal
+from alignlab.decode.guidelines import GuidelineLibrary, guide
 from alignlab.decode.sampling import SamplingOptions
 from alignlab.decode.steering import SteeringVectors, steer
 from alignlab.decode.urial import (
@@ -116,6 +123,25 @@ def steered(sampler: TextSampler, prompts: Sequence[Text], vectors: SteeringVect
     return choose_best(f"steer(alpha={alpha})", prompts, candidates, reward, columns, cost)
 
 
+def guided(sampler: TextSampler, prompts: Sequence[Text], library: GuidelineLibrary, n: int = 1,
+           reward: Reward | None = None, columns: PromptColumns | None = None, k: int = 3,
+           tags: Sequence[str] | None = None, how: str = "system") -> Decoded:
+    """Guide-Align (Luo et al. 2024, arXiv 2403.11838): each prompt's ``k`` most relevant
+    guidelines of ``library`` (only those with one of ``tags``, when given) go into the prompt
+    before the model answers. With a reward the best of the ``n`` is chosen, scored against the
+    prompt without the guidelines; each selection's details list the guidelines it got."""
+    # A string the sampler would send as a user message becomes that message here, so that the
+    # guidelines go where ``how`` says (a system message) rather than into the user's own text.
+    asked = [({"role": "user", "content": p},) if sampler.as_chat and isinstance(p, str) else p for p in prompts]
+    shown = guide(asked, library, k=k, tags=tags, how=how)
+    cost = Cost()
+    candidates = sampler.sample(shown.prompts, n, cost=cost)
+    decoded = choose_best(f"guided(k={k})", prompts, candidates, reward, columns, cost)
+    selections = tuple(replace(s, details={"guidelines": [{"id": g.id, "text": g.text} for g in found]})
+                       for s, found in zip(decoded.selections, shown.guidelines, strict=True))
+    return replace(decoded, selections=selections)
+
+
 def _plain_query(prompt: Text) -> str:
     if isinstance(prompt, str):
         return prompt
@@ -134,16 +160,25 @@ STRATEGIES: dict[str, str] = {
     "vote": "majority vote over extracted answers (reward-weighted with --reward)",
     "urial": "a base model answering inside the URIAL in-context alignment prompt",
     "steer": "sampling with a steering vector added (--steering FILE, --alpha)",
+    "deal": "DeAL: a beam search over tokens ranked by the reward on a greedy lookahead",
+    "guided": "Guide-Align: the most relevant guidelines of --guidelines FILE put into the prompt",
 }
 """Strategy name → what it does (for help texts and errors)."""
+
+GUIDELINES_HINT = 'a JSONL file with one guideline a line, like {"text": "Refuse to help with violence.", ' \
+    '"tags": ["safety"], "id": "g1"}'
+"""What the guided strategy's library looks like (for its errors)."""
 
 
 def decode_with(strategy: str, sampler: TextSampler, prompts: Sequence[Text], *, n: int = 1,
                 reward: Reward | None = None, columns: PromptColumns | None = None,
                 **options: Any) -> Decoded:
-    """Run the named strategy. ``bon`` and ``rejection`` need a reward; ``rejection`` takes
-    ``threshold`` and ``max_rounds``; ``vote`` takes ``match`` and ``exponentiate``; ``urial``
-    takes a ``template``; ``steer`` takes ``steering`` (vectors), ``alpha`` and ``layers``."""
+    """Run the named strategy. ``bon``, ``rejection`` and ``deal`` need a reward; ``rejection``
+    takes ``threshold`` and ``max_rounds``; ``vote`` takes ``match`` and ``exponentiate``;
+    ``urial`` takes a ``template``; ``steer`` takes ``steering`` (vectors), ``alpha`` and
+    ``layers``; ``deal`` takes ``beam_width``, ``candidates``, ``lookahead`` and ``lm_weight``
+    (its length limit is the sampler's ``max_new_tokens``); ``guided`` takes ``guidelines`` (a
+    :class:`GuidelineLibrary`), ``k``, ``tags`` and ``how``."""
     runners: dict[str, Callable[[], Decoded]] = {
         "sample": lambda: sample_first(sampler, prompts, n, reward, columns),
         "greedy": lambda: greedy(sampler, prompts, reward, columns),
@@ -153,14 +188,22 @@ def decode_with(strategy: str, sampler: TextSampler, prompts: Sequence[Text], *,
                                               options.get("max_rounds", 4), columns),
         "vote": lambda: vote(sampler, prompts, n, reward, columns, options.get("match", "auto"),
                              options.get("exponentiate", False)),
+        "urial": lambda: urial(sampler, prompts, n, reward, columns, options.get("template") or DEFAULT_TEMPLATE),
+        "steer": lambda: steered(sampler, prompts, _option(options, "steering", strategy),
+                                 _option(options, "alpha", strategy), n, reward, columns, options.get("layers")),
+        "deal": lambda: deal(sampler, prompts, _needs(reward, strategy), beam_width=options.get("beam_width", 2),
+                             candidates=options.get("candidates", 4), lookahead=options.get("lookahead", 4),
+                             columns=columns, lm_weight=options.get("lm_weight", 0.0)),
+        "guided": lambda: guided(sampler, prompts, _option(options, "guidelines", strategy, GUIDELINES_HINT), n,
+                                 reward, columns, options.get("k", 3), options.get("tags"),
+                                 options.get("how", "system")),
     }
-    if strategy == "urial":
-        return urial(sampler, prompts, n, reward, columns, options.get("template") or DEFAULT_TEMPLATE)
-    if strategy == "steer":
-        return steered(sampler, prompts, _option(options, "steering", strategy), _option(options, "alpha", strategy),
-                       n, reward, columns, options.get("layers"))
     if strategy not in runners:
         raise ConfigError(f"unknown strategy {strategy!r}\n  hint: one of {', '.join(STRATEGIES)}")
+    if strategy == "deal" and n != 1:
+        # The search is deterministic: n samples would be n copies. Its candidates are the beams.
+        raise ConfigError(f"strategy 'deal' searches instead of sampling, so it takes no n (got {n})\n"
+                          "  hint: drop --n; DeAL's candidates are its --beam-width final beams")
     return runners[strategy]()
 
 
@@ -171,7 +214,7 @@ def _needs(reward: Reward | None, strategy: str) -> Reward:
     return reward
 
 
-def _option(options: dict[str, Any], name: str, strategy: str) -> Any:
+def _option(options: dict[str, Any], name: str, strategy: str, hint: str = "") -> Any:
     if options.get(name) is None:
-        raise ConfigError(f"strategy {strategy!r} needs --{name}")
+        raise ConfigError(f"strategy {strategy!r} needs --{name}" + (f"\n  hint: {hint}" if hint else ""))
     return options[name]
