@@ -77,13 +77,14 @@ def inference_time_alignment(base_model: Any, tokenizer: Any, prompts: Sequence[
     rows = []
     for name, values in picked.items():
         difference = values - baseline
-        rows.append({"selector": name, "true_reward_mean": float(values.mean()), "true_reward_stderr": _se(values),
-                     "vs_raw_sum_mean": float(difference.mean()), "vs_raw_sum_stderr": _se(difference)})
+        rows.append({"selector": name, "true_reward_mean": float(values.mean()), "true_reward_stderr": standard_error(values),
+                     "vs_raw_sum_mean": float(difference.mean()), "vs_raw_sum_stderr": standard_error(difference)})
     return {"n": n, "prompts": len(prompts), "reference_samples": REFERENCE_SAMPLES,
-            "first_sample_true_reward": float(truth[:, 0].mean()), "first_sample_stderr": _se(truth[:, 0]),
+            "first_sample_true_reward": float(truth[:, 0].mean()), "first_sample_stderr": standard_error(truth[:, 0]),
             "rows": rows, "harmful_share": sum(harmful) / len(harmful),
             "lsc_alone_picks_as_raw": picks["LSC of the helpfulness proxy"] == picks["helpfulness proxy alone"]}
 
 
-def _se(values: torch.Tensor) -> float:
+def standard_error(values: torch.Tensor) -> float:
+    """The standard error of the mean of ``values`` (0 for a single value)."""
     return float(values.std() / len(values) ** 0.5) if len(values) > 1 else 0.0

@@ -25,6 +25,7 @@ from alignlab.decode.cost import Cost
 from alignlab.decode.deal import deal
 from alignlab.rewards import build_reward
 from alignlab.testbed import rewards as _registers_testbed_rewards  # noqa: F401
+from alignlab.testbed.inference import standard_error
 from alignlab.testbed.world import Prompt, chat, true_reward
 
 DEAL_SETTINGS = ((1, 2, 0), (1, 2, 2), (2, 2, 2), (2, 4, 4))
@@ -50,7 +51,7 @@ def deal_against_best_of_n(base_model: Any, tokenizer: Any, prompts: Sequence[Pr
     for n in best_of:
         best = truth[:, :n].max(dim=1).values
         curve.append({"n": n, "tokens_per_prompt": float(tokens[:, :n].sum(1).mean()),
-                      "true_reward_mean": float(best.mean()), "true_reward_stderr": _se(best)})
+                      "true_reward_mean": float(best.mean()), "true_reward_stderr": standard_error(best)})
     oracle = build_reward("testbed_true")
     runs = []
     for beam_width, candidates, lookahead in settings:
@@ -63,9 +64,9 @@ def deal_against_best_of_n(base_model: Any, tokenizer: Any, prompts: Sequence[Pr
                      "tokens_per_prompt": float(budget.mean()),
                      "forward_passes_per_prompt": decoded.cost.forward_passes / len(prompts),
                      "reward_calls_per_prompt": decoded.cost.reward_calls / len(prompts),
-                     "true_reward_mean": float(found.mean()), "true_reward_stderr": _se(found),
-                     "best_of_n_matched_mean": float(matched.mean()), "best_of_n_matched_stderr": _se(matched),
-                     "difference_mean": float((found - matched).mean()), "difference_stderr": _se(found - matched),
+                     "true_reward_mean": float(found.mean()), "true_reward_stderr": standard_error(found),
+                     "best_of_n_matched_mean": float(matched.mean()), "best_of_n_matched_stderr": standard_error(matched),
+                     "difference_mean": float((found - matched).mean()), "difference_stderr": standard_error(found - matched),
                      "budget_capped_prompts": capped})
     return {"prompts": len(prompts), "max_new_tokens": max_new_tokens, "best_of_n": curve, "deal": runs,
             "best_of_n_forward_passes_per_prompt": pool_cost.forward_passes / len(prompts)}
@@ -90,6 +91,3 @@ def _best_within(truth: torch.Tensor, tokens: torch.Tensor, budget: torch.Tensor
     best = truth.masked_fill(~keep, -torch.inf).max(dim=1).values
     return best, capped
 
-
-def _se(values: torch.Tensor) -> float:
-    return float(values.std() / len(values) ** 0.5) if len(values) > 1 else 0.0
