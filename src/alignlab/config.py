@@ -161,6 +161,59 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Online RL: how each optimizer step samples from the policy and scores what it sampled.
+
+    Used when the loss trains on prompt-only data (``grpo``, ``rloo``, ... in `alignlab losses list`).
+    """
+
+    num_generations: int = 8
+    """Completions per prompt (G); a group's rewards are compared with each other."""
+    max_new_tokens: int = 64
+    """Longest completion; one that reaches it without EOS counts as clipped (truncated)."""
+    temperature: float = 1.0
+    """Sampling temperature; the log-probs of the objective are taken at the same temperature."""
+    top_p: float = 1.0
+    top_k: int = 0
+    rewards: tuple[Any, ...] = ()
+    """Reward specs (`alignlab rewards list`): "NAME", "NAME(key=value)", a mapping
+    {name: ..., key: value}, or a "module:function" of your own; summed with reward_weights."""
+    reward_weights: tuple[float, ...] | None = None
+    """One weight per reward (default 1 each)."""
+    unscorable_reward: float | None = None
+    """The reward of a completion some reward cannot score (None from a verifier that finds no
+    answer): null leaves it out (advantage 0, not in its group's statistics); a number (e.g. 0.0)
+    scores it so, which makes "no answer" as bad as that number. Counted either way."""
+    advantage: str = "auto"
+    """The advantage estimator (grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline); "auto"
+    is the loss's own."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """GRPO's advantage scale: the group's reward std, the whole batch's, or none."""
+    kl_in_reward: float = 0.0
+    """β of a KL penalty subtracted from the reward (k1, summed over the completion, as RLOO
+    does); 0 leaves the KL to the loss's own beta."""
+    num_iterations: int = 1
+    """Optimizer steps on each batch of rollouts (μ); above 1 the ratios are to the log-probs the
+    rollouts were sampled with."""
+    batch_size: int = 16
+    """Prompts per sampling call (each with its G completions)."""
+
+    def __post_init__(self) -> None:
+        for key in ("num_generations", "max_new_tokens", "num_iterations", "batch_size"):
+            require(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
+        require(math.isfinite(self.temperature) and self.temperature > 0, "temperature",
+                f"must be positive (online RL samples; greedy rollouts would make every group equal), "
+                f"got {self.temperature}")
+        require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        require(self.top_k >= 0, "top_k", f"must be >= 0 (0 is off), got {self.top_k}")
+        require(math.isfinite(self.kl_in_reward) and self.kl_in_reward >= 0, "kl_in_reward",
+                f"must be >= 0, got {self.kl_in_reward}")
+        if self.reward_weights is not None:
+            require(len(self.reward_weights) == len(self.rewards), "reward_weights",
+                    f"has {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one `alignlab train` run needs."""
 
@@ -172,6 +225,8 @@ class RunConfig:
     """Model and tokenizer to load."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Objective and optimization schedule."""
+    rl: RolloutConfig = field(default_factory=RolloutConfig)
+    """Online RL rollouts (prompt-only data): generations, rewards, advantages."""
 
 
 def check_run_config(config: RunConfig) -> None:

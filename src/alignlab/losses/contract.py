@@ -23,7 +23,7 @@ from alignlab.registry import LOSSES, Entry, suggest
 
 LossOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
 LogpsKind = Literal["sum", "mean", "token", "none"]
-DataKindName = Literal["paired", "unpaired", "ranked", "judged", "sft", "reward", "prm"]
+DataKindName = Literal["paired", "unpaired", "ranked", "judged", "sft", "reward", "prm", "prompt"]
 
 INPUTS: Mapping[str, str] = {
     # paired: sequence log-probs of the completions, summed or token-mean as contract.logps says
@@ -59,6 +59,11 @@ INPUTS: Mapping[str, str] = {
     "misalign_tokens": "(B, T) policy per-token log-probs in CUT's misalign context",
     "negative": "(B,) bool, True where the judgment is negative (CUT)",
     "aligned_scores": "(B, M) length-normalised log-likelihoods of M aligned LLMs (PoFT)",
+    # online RL (prompt-only data): the step's own sampled completions
+    "advantages": "(B,) advantage of each sampled completion",
+    "old_tokens": "(B, T) per-token log-probs under the policy that sampled (detached)",
+    "ref_tokens": "(B, T) reference per-token log-probs of the sampled completion",
+    "entropy": "(B, T) entropy of the policy's next-token distribution (detached)",
     # reward models
     "chosen_rewards": "(B,) reward of chosen",
     "rejected_rewards": "(B,) reward of rejected",
@@ -113,6 +118,9 @@ class LossContract:
     """Its keyword-only parameters with the paper's defaults."""
     state: Callable[[], LossState] | None = None
     """A factory of state carried across steps and checkpointed (BCO's running δ), or None."""
+    advantage: str | None = None
+    """Online RL (prompt-only data): the advantage estimator its rollouts use by default (a name
+    in :data:`alignlab.registry.ADVANTAGES`); None for every other loss."""
 
     @property
     def mismatched_pairs(self) -> bool:
@@ -131,6 +139,7 @@ def register_loss(
     equation: str,
     verified: bool = True,
     state: Callable[[], LossState] | None = None,
+    advantage: str | None = None,
 ) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
     """Register a loss with its contract, checked now rather than at the first training step."""
 
@@ -142,9 +151,12 @@ def register_loss(
             raise ConfigError(f"loss {name!r}: invalid logps={logps!r} or data={data!r}")
         if not paper or not equation:
             raise ConfigError(f"loss {name!r}: name the paper and the equation it implements")
+        if (data == "prompt") != (advantage is not None):
+            raise ConfigError(f"loss {name!r}: an online loss (data='prompt') names its advantage estimator, "
+                              "and only it")
         contract = LossContract(needs_ref=needs_ref, logps=logps, data=data, paper=paper,
                                 equation=equation, verified=verified, inputs=inputs,
-                                hyperparameters=hyper, state=state)
+                                hyperparameters=hyper, state=state, advantage=advantage)
         return LOSSES.register(name, contract)(fn)
 
     return decorate

@@ -43,6 +43,8 @@ class TrainingState:
     rng: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Any] = field(default_factory=dict)
     """Skipped non-finite steps, tokens seen and the like."""
+    rollout: dict[str, Any] = field(default_factory=dict)
+    """Online RL: the rollouts a later step reuses (``rl.num_iterations`` > 1), JSON-ready."""
 
 
 def capture_rng() -> dict[str, Any]:
@@ -76,8 +78,8 @@ def save_checkpoint(folder: Path, state: TrainingState, keep: int = 2) -> Path:
                temporary / "trainer.pt")
     (temporary / "state.json").write_text(json.dumps({
         "step": state.step, "micro_batches": state.micro_batches,
-        "loss_state": state.loss_state, "counters": state.counters,
-    }, indent=2), encoding="utf-8")
+        "loss_state": state.loss_state, "counters": state.counters, "rollout": state.rollout,
+    }), encoding="utf-8")
     files = sorted(p.name for p in temporary.iterdir())
     manifest = {name: sha256_file(temporary / name) for name in files}
     (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -108,7 +110,7 @@ def load_latest(folder: Path) -> TrainingState | None:
         step=meta["step"], micro_batches=meta["micro_batches"],
         weights=load_file(path / "weights.safetensors"), optimizer=trainer["optimizer"],
         scheduler=trainer["scheduler"], loss_state=meta["loss_state"], rng=trainer["rng"],
-        counters=meta["counters"],
+        counters=meta["counters"], rollout=meta.get("rollout", {}),
     )
 
 

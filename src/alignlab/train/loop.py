@@ -86,6 +86,7 @@ class Trainer:
         run_dir: Path,
         *,
         loss_state: Any = None,
+        rollout: Any = None,
         evaluate: Callable[[], dict[str, float]] | None = None,
         console: Console | None = None,
         rank: int = 0,
@@ -93,6 +94,7 @@ class Trainer:
     ) -> None:
         self.settings, self.model, self.step_fn, self.order = settings, model, step, order
         self.run_dir, self.loss_state, self.evaluate = Path(run_dir), loss_state, evaluate
+        self.rollout = rollout  # online RL: samples before each step (alignlab.train.online.RolloutPhase)
         self.console, self.rank, self.sharded = console or Console(), rank, sharded
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -101,7 +103,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay,
                                            fused=_fusable(self.params, sharded))
         per_epoch = order.batches_per_epoch()
-        self.total_steps = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / settings.grad_accum))
+        # A set of rollouts serves `iterations` optimizer steps without consuming new prompts.
+        reuse = rollout.iterations if rollout is not None else 1
+        self.total_steps = settings.max_steps or max(
+            1, math.ceil(settings.epochs * per_epoch * reuse / settings.grad_accum))
         warmup = int(settings.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(settings.schedule, warmup, self.total_steps))
@@ -117,7 +122,8 @@ class Trainer:
         last: dict[str, float] = {}
         device = next(iter(self.params)).device
         with self._progress() as progress:
-            task = progress.add_task("training", total=self.total_steps, completed=self.step, loss=float("nan"), speed=0.0)
+            task = progress.add_task("training", total=self.total_steps, completed=self.step, loss=float("nan"),
+                                     speed=0.0, reward=float("nan"))
             while self.step < self.total_steps:
                 started = time.perf_counter()
                 last = self._optimizer_step(device)
@@ -125,7 +131,8 @@ class Trainer:
                 elapsed = time.perf_counter() - started
                 last.update(step=self.step, lr=self.scheduler.get_last_lr()[0], seconds=elapsed)
                 last["tokens_per_second"] = last.get("tokens", 0) / max(elapsed, 1e-9)
-                progress.update(task, advance=1, loss=last.get("loss", float("nan")), speed=last["tokens_per_second"])
+                progress.update(task, advance=1, loss=last.get("loss", float("nan")), speed=last["tokens_per_second"],
+                                reward=last.get("reward", float("nan")))
                 if self.step % self.settings.log_every == 0 or self.step == self.total_steps:
                     self.log({"split": "train", **last})
                 if self.evaluate and self.settings.eval_every and self.step % self.settings.eval_every == 0:
@@ -153,6 +160,12 @@ class Trainer:
         raw: dict[str, list[torch.Tensor]] = {}
         loss_total, tokens, examples = 0.0, 0, 0
         windows = list(self._micro_batches())
+        prepared = None
+        if self.rollout is not None:
+            prepared = self.rollout.prepare(self.step, [indices for indices, _ in windows])
+            # The loss is the sum of the micro-batches' numerators over the step's global units.
+            windows = [(indices, prepared.units) for indices, _ in windows]
+        advance = len(windows) if self._advances() else 0
         for k, (indices, total) in enumerate(windows):
             sync = k == len(windows) - 1
             with self._no_sync(not sync), autocast_for(self.settings.precision, device):
@@ -160,7 +173,7 @@ class Trainer:
             bad_ranks = self._nonfinite_ranks(result.loss_sum, device)
             if bad_ranks:
                 # Not counted in the data position yet: the whole step's micro-batches are passed over.
-                self.micro_batches += len(windows)
+                self.micro_batches += advance
                 return self._nonfinite("loss", bad_ranks)
             # DDP averages gradients over ranks; scaling by world size turns that into the global sum.
             scaled = result.loss_sum * (self.order.world_size / total)
@@ -172,7 +185,7 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + float(value)
             for name, value in result.loss_metrics.items():
                 raw.setdefault(name, []).append(value.reshape(-1))
-        self.micro_batches += len(windows)
+        self.micro_batches += advance
         # Rank-consistent without a collective of its own: DDP all-reduced the gradients in the last
         # backward (a NaN anywhere is a NaN everywhere), and FSDP's clip computes the global norm.
         grad_norm = self._clip()
@@ -185,8 +198,15 @@ class Trainer:
         loss_total, examples, tokens, sums = self._global_sums(loss_total, examples, tokens, sums)
         self.counters["tokens"] += tokens
         count = max(examples, 1)
-        return {"loss": loss_total / count, "grad_norm": grad_norm, "tokens": tokens,
-                **{name: value / count for name, value in sums.items()}}
+        loss = loss_total / (prepared.units if prepared is not None else count)
+        return {"loss": loss, "grad_norm": grad_norm, "tokens": tokens,
+                **{name: value / count for name, value in sums.items()},
+                **(dict(prepared.metrics) if prepared is not None else {})}
+
+    def _advances(self) -> bool:
+        """Whether this step moves on in the data: online RL's set of rollouts is reused for
+        ``iterations`` steps, and the step that uses it last moves on."""
+        return self.rollout is None or (self.step + 1) % self.rollout.iterations == 0
 
     def _global_sums(self, loss: float, examples: int, tokens: int, sums: dict[str, float]
                      ) -> tuple[float, int, int, dict[str, float]]:
@@ -248,7 +268,9 @@ class Trainer:
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} tok/s"),
+                        TextColumn("loss {task.fields[loss]:.4f}"),
+                        *([TextColumn("reward {task.fields[reward]:.3f}")] if self.rollout is not None else []),
+                        TextColumn("{task.fields[speed]:.0f} tok/s"),
                         TimeRemainingColumn(), console=self.console, disable=self.rank != 0, transient=False)
 
     # ---- persistence ---------------------------------------------------------------------------
@@ -292,7 +314,8 @@ class Trainer:
             step=self.step, micro_batches=self.micro_batches, weights=weights,
             optimizer=optimizer, scheduler=self.scheduler.state_dict(),
             loss_state=self.loss_state.state_dict() if self.loss_state is not None else {},
-            rng=capture_rng(), counters=dict(self.counters))
+            rng=capture_rng(), counters=dict(self.counters),
+            rollout=self.rollout.state_dict() if self.rollout is not None else {})
         save_checkpoint(self.checkpoints, state)
 
     def _optimizer_state(self) -> dict[str, Any]:
@@ -320,6 +343,8 @@ class Trainer:
         self.scheduler.load_state_dict(state.scheduler)
         if self.loss_state is not None and state.loss_state:
             self.loss_state.load_state_dict(state.loss_state)
+        if self.rollout is not None:
+            self.rollout.load_state_dict(state.rollout)
         restore_rng(state.rng)
         self.step, self.micro_batches, self.counters = state.step, state.micro_batches, dict(state.counters)
         self.console.print(f"resumed from step {self.step} ({self.checkpoints})")

@@ -36,6 +36,7 @@ from alignlab.models.reference import AdapterReference, CopyReference, Reference
 from alignlab.registry import Entry
 from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.loop import Trainer
+from alignlab.train.online import RolloutPhase, build_rewards
 from alignlab.train.order import ExampleOrder
 from alignlab.train.steps import make_step
 
@@ -47,6 +48,8 @@ def resolve_reference_mode(config: RunConfig) -> str:
     """The reference mode "auto" stands for, and a check that the choice can work."""
     entry = get_loss(config.train.loss)
     mode = config.train.reference
+    if entry.contract.data == "prompt":
+        return _online_reference_mode(config, entry)
     if not entry.contract.needs_ref:
         if mode not in ("auto", "none"):
             raise ConfigError(f"train.reference={mode!r} but loss {entry.name!r} uses no reference: "
@@ -66,6 +69,32 @@ def resolve_reference_mode(config: RunConfig) -> str:
     if mode == "adapters" and not config.model.lora.enabled:
         raise ConfigError("train.reference=adapters needs model.lora.enabled=true (the reference is the "
                           "policy with its LoRA adapters switched off)")
+    return mode
+
+
+def _online_reference_mode(config: RunConfig, entry: Entry) -> str:
+    """Online RL reads a reference only for a KL term (the loss's beta, or rl.kl_in_reward), and
+    never from a cache: its completions are sampled anew at every step."""
+    beta = config.train.loss_kwargs.get("beta", next((h.default for h in entry.contract.hyperparameters
+                                                      if h.name == "beta"), 0.0))
+    needed = float(beta) > 0 or config.rl.kl_in_reward > 0
+    mode = config.train.reference
+    if mode == "cache":
+        raise ConfigError(f"train.reference=cache cannot serve loss {entry.name!r}: a cache holds the "
+                          "reference log-probs of fixed data, and online RL samples new completions every step\n"
+                          "  hint: use train.reference=copy (or adapters with LoRA)")
+    if not needed:
+        if mode not in ("auto", "none"):
+            raise ConfigError(f"train.reference={mode!r} but loss {entry.name!r} has no KL term here "
+                              "(beta=0 and rl.kl_in_reward=0), so no reference is read: remove the option")
+        return "none"
+    if mode == "none":
+        raise ConfigError(f"loss {entry.name!r} with a KL term (beta={beta}, rl.kl_in_reward="
+                          f"{config.rl.kl_in_reward}) needs a reference; train.reference cannot be none")
+    if mode == "adapters" and not config.model.lora.enabled:
+        raise ConfigError("train.reference=adapters needs model.lora.enabled=true")
+    if mode == "auto":
+        return "adapters" if config.model.lora.enabled else "copy"
     return mode
 
 
@@ -123,6 +152,11 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         raise ConfigError(f"loss {entry.name!r} needs at least {min_batch} examples a batch (its KL "
                           f"estimate pairs each prompt with another example's completion): set "
                           f"train.batch_size >= {min_batch}")
+    if kind.name == "prompt" and config.data.eval_path:
+        raise ConfigError("data.eval_path is not read by online RL yet (its evaluation would sample "
+                          "and score completions)\n  hint: remove data.eval_path; `alignlab generate` scores a "
+                          "trained model on held-out prompts")
+    rewards = build_rewards(config.rl) if kind.name == "prompt" else None  # a typo fails before the model loads
     records = _records(config, config.data.path, entry, kind)  # data before any model: cheap checks first
     eval_records = _records(config, config.data.eval_path, entry, kind) if config.data.eval_path else []
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
@@ -131,9 +165,14 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     eval_items = _tokenized(config, kind, config.data.eval_path, eval_records, tokenizer, console) if eval_records else []
     pad_id = pad_id_of(tokenizer)
 
+    online = entry.contract.data == "prompt"
     if kind.reward_model:
         model = load_reward_model(config.model, device, tokenizer)
         policy: torch.nn.Module = RewardScores(model)
+    elif online:  # the objective's log-probs are those of the distribution the rollouts were drawn from
+        model = load_policy(config.model, device)
+        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config),
+                                 temperature=config.rl.temperature, entropy=True)
     else:
         model = load_policy(config.model, device)
         policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config))
@@ -141,13 +180,23 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     reference = _reference(mode, config, model, tokenizer, kind, items, eval_items, pad_id)
     forward = policy
     sharded = world > 1 and config.train.distributed == "fsdp"
+    if online and sharded:
+        raise ConfigError("online RL samples from the policy, and sampling from FSDP-sharded weights is not "
+                          "supported yet\n  hint: train.distributed=ddp")
     if sharded:
         forward = shard(policy, model)
     elif world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     state = entry.contract.state() if entry.contract.state is not None else None
     kwargs = dict(config.train.loss_kwargs)
-    step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state)
+    rollout = None
+    if online:
+        step = rollout = RolloutPhase(config.rl, entry, kwargs, kind, items, model, forward, reference, tokenizer,
+                                      pad_id, RecordTokenizer(tokenizer, config.tokenize).eos_id,
+                                      seed=config.train.seed, rank=rank, world=world,
+                                      precision=config.train.precision, rewards=rewards)
+    else:
+        step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state)
     order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world,
                          min_batch=min_batch)
     evaluate = None
@@ -155,8 +204,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
                               key_prefix=EVAL_KEY)
         evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
-    trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, evaluate=evaluate,
-                      console=console, rank=rank, sharded=sharded)
+    trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, rollout=rollout,
+                      evaluate=evaluate, console=console, rank=rank, sharded=sharded)
     last = trainer.fit()
     final = evaluate() if evaluate else {}
     if final and rank == 0:
@@ -175,6 +224,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
 
 def _records(config: RunConfig, path: str, entry: Entry, data_kind: DataKind) -> list[Any]:
     """Validated records of the kind the loss trains on (pairs split for KTO when asked)."""
+    if data_kind.name == "prompt":  # prompts of any prompt-bearing format, other fields as columns
+        return data_kind.read(path)
     kind = data_kind.records
     try:
         result = load_records(path, with_options(config.data, kind=config.data.kind or kind))

@@ -1,0 +1,331 @@
+"""Online RL's rollout phase: each optimizer step samples from the policy, scores, and trains.
+
+Example: ``phase = RolloutPhase(config.rl, entry, kwargs, prompts, ...)``; the loop calls
+``phase.prepare(step, windows)`` before a step's micro-batches and ``phase(indices)`` for each
+
+Before its micro-batches, an optimizer step (:class:`alignlab.train.loop.Trainer`) hands the
+phase all of them at once: every prompt is sampled G times in one call (its prompt encoded once
+for the G), every completion is scored by the rewards, and the advantages are computed over
+groups (and, for batch scaling, over the whole global batch), which needs every rollout of the
+step before the first backward. The phase also returns the step's loss denominator (its
+``units``: sequences, or active tokens for the DAPO aggregation, summed over micro-batches and
+ranks), so that the result does not depend on how the step is split into micro-batches.
+
+Sampling is seeded by (``train.seed``, the step that generated) and each prompt's position in
+the step, so a resumed run draws the same completions. With ``rl.num_iterations`` = μ > 1 one
+set of rollouts serves μ optimizer steps and their log-probs at sampling time are the "old"
+policy of the ratio; the set is checkpointed, so a resume in the middle of the μ continues it.
+
+A completion a reward cannot score (None) gets advantage 0 and stays out of its group's
+statistics, unless ``rl.unscorable_reward`` names the reward it gets instead; either way the
+share is logged as ``rewards/unscorable``, never silently read as a reward of 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from alignlab.config import RolloutConfig
+from alignlab.decode.sampling import SamplingOptions, sample
+from alignlab.errors import AlignlabError, ConfigError
+from alignlab.forward import collate_sequences, frozen_logps
+from alignlab.kinds import DataKind, select
+from alignlab.kinds.prompt import PromptItem, Rollout
+from alignlab.losses.advantages import token_rewards
+from alignlab.losses.policy import loss_units
+from alignlab.models.reference import Reference
+from alignlab.registry import ADVANTAGES, Entry
+from alignlab.rewards import build_reward
+from alignlab.train.loop import StepResult
+
+SEED_STRIDE = 1_000_003
+"""Seeds of successive generation steps (and ranks' prompt streams) are this far apart."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the rollout phase tells the loop about a step."""
+
+    units: float
+    """The step's global loss denominator (see the module docstring)."""
+    metrics: Mapping[str, float]
+    """Reward and completion statistics of the rollouts, global over ranks."""
+
+
+class RolloutPhase:
+    """The rollouts of each optimizer step, and the step function that trains on them."""
+
+    def __init__(self, settings: RolloutConfig, entry: Entry, loss_kwargs: Mapping[str, Any], kind: DataKind,
+                 prompts: Sequence[PromptItem], model: Any, forward: torch.nn.Module, reference: Reference | None,
+                 tokenizer: Any, pad_id: int, eos_id: int | Sequence[int], *, seed: int, rank: int = 0,
+                 world: int = 1, precision: str | None = None,
+                 rewards: Sequence[tuple[str, Any]] | None = None) -> None:
+        self.settings, self.entry, self.kind, self.prompts = settings, entry, kind, prompts
+        self.loss_kwargs = dict(loss_kwargs)
+        self.model, self.forward, self.reference, self.tokenizer = model, forward, reference, tokenizer
+        self.pad_id, self.eos_id, self.seed, self.rank, self.world = pad_id, eos_id, seed, rank, world
+        self.precision = precision
+        hyper = {h.name: h.default for h in entry.contract.hyperparameters}
+        self.aggregation = self.loss_kwargs.get("aggregation", hyper.get("aggregation", "grpo"))
+        self.beta = float(self.loss_kwargs.get("beta", hyper.get("beta", 0.0)))
+        name = settings.advantage if settings.advantage != "auto" else entry.contract.advantage
+        self.advantage_name = name
+        self.advantage = ADVANTAGES.get(name)
+        self.rewards = list(rewards) if rewards is not None else build_rewards(settings)
+        self.weights = list(settings.reward_weights or [1.0] * len(self.rewards))
+        self.pending: deque[list[Rollout]] = deque()
+        self.current: list[list[Rollout]] = []  # the set a num_iterations > 1 run reuses
+        self.generated_at = -1
+
+    @property
+    def iterations(self) -> int:
+        """Optimizer steps per set of rollouts (μ)."""
+        return self.settings.num_iterations
+
+    # ---- the rollout phase ---------------------------------------------------------------------
+
+    def prepare(self, step: int, windows: Sequence[Sequence[int]]) -> Prepared:
+        """Sample, score and compute advantages for ``windows`` (this rank's micro-batches of
+        prompt indices) at optimizer step ``step`` (0-based); reuse the last set within μ."""
+        metrics: dict[str, float] = {}
+        if step % self.iterations == 0 or self.generated_at < 0:
+            self.current, metrics = self._generate(step, windows)
+            self.generated_at = step - step % self.iterations
+        self.pending = deque(self.current)
+        units = sum(loss_units(self._mask(w), self.aggregation, self.settings.max_new_tokens) for w in self.current)
+        return Prepared(self._global_sum(float(units)), metrics)
+
+    def _generate(self, step: int, windows: Sequence[Sequence[int]]) -> tuple[list[list[Rollout]], dict[str, float]]:
+        flat = [i for window in windows for i in window]
+        g = self.settings.num_generations
+        options = SamplingOptions(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
+                                  top_p=self.settings.top_p, top_k=self.settings.top_k,
+                                  seed=self.seed * SEED_STRIDE + step, batch_size=self.settings.batch_size)
+        streams = [self.rank * SEED_STRIDE + position for position in range(len(flat))]
+        prompt_ids = [self.prompts[i].prompt_ids for i in flat]
+        completions = sample(self.model, prompt_ids, g, options, eos_id=self.eos_id, pad_id=self.pad_id,
+                             streams=streams, progress=False)
+        eos = {self.eos_id} if isinstance(self.eos_id, int) else set(self.eos_id)
+        rows = [(i, c) for i, group in zip(flat, completions, strict=True) for c in group]
+        texts = [self.tokenizer.decode(list(c), skip_special_tokens=True).strip() for _, c in rows]
+        per_reward, combined = self._score([i for i, _ in rows], texts)
+        old = self._frozen([(self.prompts[i].prompt_ids, c) for i, c in rows], self._sampling_policy()) \
+            if self.iterations > 1 or self.settings.kl_in_reward > 0 else None
+        unscored = sum(any(scores[k] is None for scores in per_reward.values()) for k in range(len(rows)))
+        rewards = torch.tensor([math.nan if r is None else r for r in combined], dtype=torch.float64)
+        scorable = ~rewards.isnan()
+        if not bool(scorable.any()):
+            raise AlignlabError(f"no completion of step {step + 1} could be scored by the rewards "
+                                f"{[n for n, _ in self.rewards]}\n  hint: check the rewards' columns "
+                                "(`alignlab rewards show NAME`) against the prompt file's fields")
+        masks = [torch.ones(len(c), dtype=torch.bool) for _, c in rows]
+        kl_sums = None
+        if self.settings.kl_in_reward > 0:
+            ref = self._frozen([(self.prompts[i].prompt_ids, c) for i, c in rows], self.reference)
+            kl_sums = torch.tensor([float((o - r).sum()) for o, r in zip(old, ref, strict=True)], dtype=torch.float64)
+            rewards = rewards - self.settings.kl_in_reward * kl_sums
+        advantages = self._advantages(rewards, scorable, g, masks)
+        rollouts, k = [], 0
+        for window in windows:
+            batch = []
+            for _ in window:
+                for _ in range(g):
+                    i, c = rows[k]
+                    batch.append(Rollout(i, tuple(self.prompts[i].prompt_ids), tuple(c), advantages[k],
+                                         float(rewards[k]) if scorable[k] else math.nan,
+                                         not (c and c[-1] in eos),
+                                         None if old is None or self.iterations == 1 else tuple(old[k].tolist())))
+                    k += 1
+            rollouts.append(batch)
+        metrics = self._metrics(per_reward, rewards, scorable, [c for _, c in rows], eos, g, kl_sums,
+                                unscored / len(rows))
+        return rollouts, metrics
+
+    def _score(self, prompt_rows: Sequence[int], texts: Sequence[str]) -> tuple[dict[str, list[float | None]],
+                                                                                list[float | None]]:
+        prompts = [self.prompts[i] for i in prompt_rows]
+        names = sorted({n for p in prompts for n in p.columns})
+        columns = {n: [p.columns.get(n) for p in prompts] for n in names}
+        per_reward: dict[str, list[float | None]] = {}
+        for name, reward in self.rewards:
+            scores = list(reward([p.prompt for p in prompts], list(texts), columns))
+            if len(scores) != len(texts):
+                raise AlignlabError(f"reward {name!r} returned {len(scores)} scores for {len(texts)} completions")
+            per_reward[name] = [None if s is None else float(s) for s in scores]
+        combined: list[float | None] = []
+        for k in range(len(texts)):
+            values = [per_reward[name][k] for name, _ in self.rewards]
+            if any(v is None for v in values):
+                combined.append(self.settings.unscorable_reward)  # None unless the user chose a value
+            else:
+                combined.append(sum(w * v for w, v in zip(self.weights, values, strict=True)))  # type: ignore[misc]
+        return per_reward, combined
+
+    def _advantages(self, rewards: torch.Tensor, scorable: torch.Tensor, g: int,
+                    masks: Sequence[torch.Tensor]) -> list[float | tuple[float, ...]]:
+        """Advantages of the scorable completions (0 for the others), in row order."""
+        contract = self.advantage.contract
+        if contract.level == "token":
+            width = max(len(m) for m in masks)
+            mask = torch.zeros(len(masks), width, dtype=torch.bool)
+            for r, m in enumerate(masks):
+                mask[r, :len(m)] = m & scorable[r]
+            filled = torch.where(scorable, rewards, 0.0)
+            if self.advantage_name == "reinforce_pp_baseline":
+                values = self.advantage.obj(filled.view(-1, g), mask)
+            else:
+                values = self.advantage.obj(token_rewards(filled, mask), mask)
+            return [tuple(values[r, :len(m)].tolist()) for r, m in enumerate(masks)]
+        grouped = rewards.view(-1, g)
+        options = {"scale": self.settings.scale_rewards} if self.advantage_name == "grpo" else {}
+        if bool(scorable.all()):
+            values = self.advantage.obj(grouped, **options).reshape(-1)
+        else:  # each group on its scorable members alone
+            values = torch.zeros_like(rewards)
+            for p, row in enumerate(grouped):
+                keep = ~row.isnan()
+                if int(keep.sum()) >= (2 if self.advantage_name == "rloo" else 1):
+                    values.view(-1, g)[p, keep] = self.advantage.obj(row[keep][None], **options)[0]
+        return [float(v) for v in values]
+
+    def _metrics(self, per_reward, rewards, scorable, completions, eos, g, kl_sums, unscored) -> dict[str, float]:
+        lengths = torch.tensor([len(c) for c in completions], dtype=torch.float64)
+        ended = torch.tensor([bool(c) and c[-1] in eos for c in completions])
+        grouped = rewards.view(-1, g)
+        zero_std = [(row[~row.isnan()].std(unbiased=False) == 0).item() for row in grouped if (~row.isnan()).sum() > 0]
+        kept = rewards[scorable]
+        out = {"reward": float(kept.mean()), "reward_std": float(kept.std()) if len(kept) > 1 else 0.0,
+               "frac_reward_zero_std": sum(zero_std) / max(len(zero_std), 1), "rewards/unscorable": unscored,
+               "completions/mean_length": float(lengths.mean()), "completions/min_length": float(lengths.min()),
+               "completions/max_length": float(lengths.max()),
+               "completions/clipped_ratio": float((~ended).double().mean()),
+               "completions/mean_terminated_length": float(lengths[ended].mean()) if bool(ended.any()) else 0.0}
+        for name, scores in per_reward.items():
+            values = torch.tensor([s for s in scores if s is not None], dtype=torch.float64)
+            if len(values):
+                out[f"rewards/{name}/mean"] = float(values.mean())
+                out[f"rewards/{name}/std"] = float(values.std()) if len(values) > 1 else 0.0
+        if kl_sums is not None:
+            out["kl_in_reward"] = float(kl_sums.mean())
+        return self._global_mean(out)
+
+    # ---- the step on the rollouts --------------------------------------------------------------
+
+    def __call__(self, indices: list[int]) -> StepResult:
+        if not self.pending:
+            raise AlignlabError("the online step ran without rollouts: prepare() must run before each "
+                                "optimizer step's micro-batches")
+        rollouts = self.pending.popleft()
+        if [r.prompt_index for r in rollouts[::self.settings.num_generations]] != list(indices):
+            raise AlignlabError(f"micro-batch {indices} does not match the prepared rollouts")
+        contract = self.entry.contract
+        device = next(self.forward.parameters()).device
+        batch = self.kind.collate(rollouts, range(len(rollouts)), self.pad_id, contract).to(device)
+        policy_out = self.forward(batch.sequences)
+        ref_out = self.reference.logps(batch.sequences) if self._needs_reference() else None
+        available = self.kind.inputs(contract, batch, policy_out, ref_out)
+        # Without a reference the KL term has weight 0: the policy's own (detached) log-probs make it exactly 0.
+        available.setdefault("ref_tokens", policy_out.tokens.detach())
+        losses, metrics = self.entry.obj(**select(contract, available, self.entry.name), **self.loss_kwargs)
+        metrics = {**metrics, **self.kind.diagnostics(available)}
+        n = len(rollouts)
+        sums = {k: float(v.detach().float().sum()) if v.dim() > 0 else float(v) * n for k, v in metrics.items()}
+        return StepResult(loss_sum=losses.sum(), examples=n, tokens=batch.sequences.tokens, metrics=sums)
+
+    def _needs_reference(self) -> bool:
+        return self.beta > 0
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _mask(self, rollouts: Sequence[Rollout]) -> torch.Tensor:
+        width = max(len(r.completion_ids) for r in rollouts)
+        mask = torch.zeros(len(rollouts), width, dtype=torch.bool)
+        for row, r in enumerate(rollouts):
+            mask[row, :len(r.completion_ids)] = True
+        return mask
+
+    def _sampling_policy(self) -> Any:
+        return self.model
+
+    def _frozen(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]], model: Any) -> list[torch.Tensor]:
+        """Per-token log-probs (at the sampling temperature, no gradients) of each row's completion."""
+        out = []
+        for start in range(0, len(rows), 64):
+            chunk = rows[start:start + 64]
+            batch = collate_sequences(chunk, self.pad_id)
+            if isinstance(model, torch.nn.Module):
+                lp = frozen_logps(model, batch, precision=self.precision, temperature=self.settings.temperature)
+            else:  # a Reference
+                lp = model.logps(batch)
+            for row, (p, c) in enumerate(chunk):
+                out.append(lp.tokens[row, len(p):len(p) + len(c)].detach().cpu())
+        return out
+
+    def _global_sum(self, value: float) -> float:
+        if self.world == 1 or not torch.distributed.is_initialized():
+            return value
+        device = next(self.forward.parameters()).device
+        total = torch.tensor([value], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(total)
+        return float(total.item())
+
+    def _global_mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.world == 1 or not torch.distributed.is_initialized():
+            return metrics
+        names = sorted(metrics)
+        device = next(self.forward.parameters()).device
+        packed = torch.tensor([metrics[n] for n in names], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(packed)
+        return {n: v / self.world for n, v in zip(names, packed.tolist(), strict=True)}
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rollouts later steps reuse (none when every step samples anew)."""
+        if self.iterations == 1:
+            return {}
+        return {"generated_at": self.generated_at, "rollouts": [[asdict(r) for r in w] for w in self.current]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not state:
+            return
+        self.generated_at = int(state["generated_at"])
+        self.current = [[_rollout(r) for r in w] for w in state["rollouts"]]
+
+
+def _rollout(row: Mapping[str, Any]) -> Rollout:
+    advantage = row["advantage"]
+    old = row["old_logps"]
+    return Rollout(int(row["prompt_index"]), tuple(row["prompt_ids"]), tuple(row["completion_ids"]),
+                   tuple(advantage) if isinstance(advantage, list) else float(advantage), float(row["reward"]),
+                   bool(row["truncated"]), None if old is None else tuple(old))
+
+
+def build_rewards(settings: RolloutConfig) -> list[tuple[str, Any]]:
+    """(name, reward) of every ``rl.rewards`` spec; built before any model loads, so that a
+    typo fails in a second."""
+    if not settings.rewards:
+        raise ConfigError("online RL needs at least one reward\n  hint: rl.rewards: [\"NAME\"] "
+                          "(`alignlab rewards list`), e.g. rl.rewards=[\"length_target(target=20)\"]")
+    built = []
+    for k, spec in enumerate(settings.rewards):
+        try:
+            built.append((reward_name(spec), build_reward(spec)))
+        except ConfigError as error:
+            raise ConfigError(f"rl.rewards[{k}]: {error}") from None
+    return built
+
+
+def reward_name(spec: Any) -> str:
+    """A reward spec's name for its metrics: "length_target" of "length_target(target=5)"."""
+    if isinstance(spec, Mapping):
+        return str(spec.get("name", "reward"))
+    text = str(spec)
+    return text.split("(", 1)[0].strip() or text
+
