@@ -75,7 +75,7 @@ def test_to_dict_is_plain_data_and_from_dict_inverts_it() -> None:
     data = to_dict(RunConfig())
     assert data["train"]["lr"] == 5e-7
     assert data["tokenize"]["max_prompt_length"] is None
-    assert list(data) == ["data", "tokenize", "model", "train"]
+    assert list(data) == ["data", "tokenize", "model", "train", "rl"]
     assert from_dict(RunConfig, data) == RunConfig()
 
 

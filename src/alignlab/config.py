@@ -174,7 +174,9 @@ class RolloutConfig:
     temperature: float = 1.0
     """Sampling temperature; the log-probs of the objective are taken at the same temperature."""
     top_p: float = 1.0
+    """Nucleus sampling: the smallest set of tokens whose probability reaches top_p (1 is off)."""
     top_k: int = 0
+    """Sample among the k most likely tokens only (0 is off)."""
     rewards: tuple[Any, ...] = ()
     """Reward specs (`alignlab rewards list`): "NAME", "NAME(key=value)", a mapping
     {name: ..., key: value}, or a "module:function" of your own; summed with reward_weights."""

@@ -256,3 +256,51 @@ def test_gae_rejects_a_mask_with_holes():
     """GAE bootstraps from the next token's value, so an active token after padding is an error."""
     with pytest.raises(ValueError, match="right-padded"):
         gae(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([[True, False, True]]))
+
+
+# --- unscorable completions (valid=False) ----------------------------------------------------------
+
+NAN = float("nan")
+
+
+def test_grpo_with_invalid_entries_equals_grpo_on_the_valid_ones():
+    """valid=False entries are outside every statistic: row [1, NaN, 3, 5] gets the advantages of
+    [1, 3, 5] (mean 3, std 2) at its valid places and 0 at the invalid one."""
+    rewards = t([1, NAN, 3, 5], [2, 2, NAN, NAN])
+    valid = ~rewards.isnan()
+    out = grpo(rewards, valid=valid)
+    expected_first = grpo(t([1, 3, 5]))[0].tolist()
+    assert_close(out, [[expected_first[0], 0.0, expected_first[1], expected_first[2]], [0, 0, 0, 0]])
+    assert_close(dr_grpo(rewards, valid=valid), [[-2, 0, 0, 2], [0, 0, 0, 0]])
+
+
+def test_grpo_batch_scale_is_one_std_over_all_valid_rewards():
+    """Batch scale with an invalid entry: centred per group on its valid members, divided by the
+    std of the 5 valid rewards {1, 3, 5, 2, 4} (mean 3, Bessel variance 10/4)."""
+    rewards = t([1, 3, 5], [2, NAN, 4])
+    out = grpo(rewards, scale="batch", valid=~rewards.isnan())
+    sigma = math.sqrt(10 / 4)
+    assert_close(out, [[-2 / (sigma + EPS), 0, 2 / (sigma + EPS)], [-1 / (sigma + EPS), 0, 1 / (sigma + EPS)]])
+
+
+def test_rloo_with_invalid_entries_uses_valid_siblings_only():
+    """[4, NaN, 2, 0]: baselines (2+0)/2, —, (4+0)/2, (4+2)/2 → 3, 0, 0, −3; a lone valid
+    completion has no sibling and gets 0."""
+    rewards = t([4, NAN, 2, 0], [7, NAN, NAN, NAN])
+    assert_close(rloo(rewards, valid=~rewards.isnan()), [[3, 0, 0, -3], [0, 0, 0, 0]])
+
+
+def test_reinforce_pp_baseline_masks_invalid_rows():
+    """The invalid completion's row carries no token and no advantage; the others are centred on
+    the valid members' mean, exactly as if the invalid one had never been sampled."""
+    rewards = t([1, NAN, 3])
+    mask = ragged_mask([2, 3, 1], 3)
+    out = reinforce_pp_baseline(rewards, mask, valid=~rewards.isnan())
+    alone = reinforce_pp_baseline(t([1, 3]), mask[[0, 2]])
+    assert torch.all(out[1] == 0)
+    torch.testing.assert_close(out[[0, 2]], alone, rtol=0, atol=1e-12)
+
+
+def test_valid_must_match_the_rewards():
+    with pytest.raises(ValueError, match="valid must be shaped"):
+        grpo(t([1, 2]), valid=torch.ones(2, dtype=torch.bool))

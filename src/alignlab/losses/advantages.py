@@ -5,7 +5,9 @@ the G completions sampled for prompt p, so row p, column j is completion p·G + 
 
 Every estimator is a pure function of tensors registered in :data:`alignlab.registry.ADVANTAGES`
 with an :class:`AdvantageContract`; the loop reads the contract, never the name. Rewards must be
-finite: a completion no reward could score (None) is the caller's to drop before it gets here.
+finite where they count: an estimator on grouped rewards takes ``valid`` (P, G) bool, False where no
+reward could score the completion (None); those entries are left out of every mean and std and
+get advantage 0, and whatever they hold (NaN) is never read.
 """
 
 from __future__ import annotations
@@ -53,25 +55,26 @@ def register_advantage(name: str, *, level: Literal["sequence", "token"],
                           "Reasoning in Open Language Models, arXiv 2402.03300",
                     equation="§4.1.2 outcome supervision: Â_i = (r_i − mean(r)) / std(r)")
 def grpo(rewards: torch.Tensor, *, scale: Literal["group", "batch", "none"] = "group",
-         epsilon: float = 1e-4) -> torch.Tensor:
+         epsilon: float = 1e-4, valid: torch.Tensor | None = None) -> torch.Tensor:
     """GRPO's group-relative advantage (Shao et al. 2024, §4.1.2): Â_pj = (r_pj − r̄_p) / (σ + ε).
 
     r̄_p is the mean of prompt p's G rewards. σ is, by ``scale``: the group's std ("group"), the
     std of all P·G rewards ("batch", one σ for the whole call) or 1 with no ε ("none", which is
     :func:`dr_grpo`). σ is the Bessel-corrected std (divisor n − 1), as TRL computes it, and 0
     where there is a single reward, so a constant group gets advantage 0, never NaN. ε = 1e-4 is
-    TRL's. Input (P, G); returns (P, G).
+    TRL's. With ``valid``, means and stds run over the valid entries only (the batch std over all
+    valid rewards of the call). Input (P, G); returns (P, G).
     """
-    _check_grouped("grpo", rewards)
-    centred = rewards - rewards.mean(dim=1, keepdim=True)  # (P, G)
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"grpo: scale must be 'group', 'batch' or 'none', got {scale!r}")
+    valid = _check_grouped("grpo", rewards, valid)
+    rewards = torch.where(valid, rewards, 0.0)
+    mean, spread = _masked_mean_std(rewards, valid, dim=1)  # (P, 1) each
+    centred = torch.where(valid, rewards - mean, 0.0)
     if scale == "none":
         return centred
-    if scale == "group":
-        spread = _sample_std(rewards, dim=1)  # (P, 1)
-    elif scale == "batch":
-        spread = _sample_std(rewards.reshape(1, -1), dim=1)  # (1, 1)
-    else:
-        raise ValueError(f"grpo: scale must be 'group', 'batch' or 'none', got {scale!r}")
+    if scale == "batch":
+        _, spread = _masked_mean_std(rewards.reshape(1, -1), valid.reshape(1, -1), dim=1)  # (1, 1)
     return centred / (spread + epsilon)
 
 
@@ -79,38 +82,45 @@ def grpo(rewards: torch.Tensor, *, scale: Literal["group", "batch", "none"] = "g
                     paper="Liu et al. 2025, Understanding R1-Zero-Like Training: A Critical "
                           "Perspective, arXiv 2503.20783",
                     equation="Dr. GRPO advantage Â_i = r_i − mean(r) (no std division)")
-def dr_grpo(rewards: torch.Tensor) -> torch.Tensor:
+def dr_grpo(rewards: torch.Tensor, *, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Dr. GRPO's advantage (Liu et al. 2025): Â_pj = r_pj − r̄_p, GRPO without the std.
 
     Dividing by the group's std weighs questions that are nearly always or never solved more
     (a difficulty bias); Liu et al. drop it. Input (P, G); returns (P, G).
     """
-    return grpo(rewards, scale="none")
+    return grpo(rewards, scale="none", valid=valid)
 
 
 @register_advantage("rloo", level="sequence", rewards="grouped", needs_values=False,
                     paper="Ahmadian et al. 2024, Back to Basics: Revisiting REINFORCE Style "
                           "Optimization for Learning from Human Feedback in LLMs, arXiv 2402.14740",
                     equation="RLOO estimator: r_i − (1/(k−1)) Σ_{j≠i} r_j")
-def rloo(rewards: torch.Tensor, *, normalize: bool = False, epsilon: float = 1e-4) -> torch.Tensor:
+def rloo(rewards: torch.Tensor, *, normalize: bool = False, epsilon: float = 1e-4,
+         valid: torch.Tensor | None = None) -> torch.Tensor:
     """REINFORCE leave-one-out (Ahmadian et al. 2024): Â_pj = r_pj − (1/(G−1)) Σ_{k≠j} r_pk.
 
     Each completion's baseline is the mean of its G − 1 siblings, so it does not depend on the
     completion itself (the estimator stays unbiased); equivalently Â = G/(G−1)·(r − r̄).
     ``normalize`` then whitens all P·G advantages together, (Â − mean) / (std + ε) with the
-    Bessel-corrected std, as TRL's ``normalize_advantages``. Needs G ≥ 2. Input (P, G); returns (P, G).
+    Bessel-corrected std, as TRL's ``normalize_advantages``. Needs G ≥ 2. With ``valid``, the
+    siblings are the group's valid ones, and a valid completion without a valid sibling has no
+    baseline: advantage 0. Input (P, G); returns (P, G).
     """
-    _check_grouped("rloo", rewards)
+    valid = _check_grouped("rloo", rewards, valid)
     g = rewards.shape[1]
     if g < 2:
         raise ValueError(f"rloo: the leave-one-out baseline needs at least 2 completions per "
                          f"prompt, got rewards of shape {tuple(rewards.shape)} (G = {g}); sample "
                          "more (rl.num_generations) or use grpo")
-    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (g - 1)  # (P, G)
-    advantages = rewards - baseline
+    rewards = torch.where(valid, rewards, 0.0)
+    siblings = valid.sum(dim=1, keepdim=True) - 1  # (P, 1): valid completions besides this one
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / siblings.clamp(min=1)  # (P, G)
+    counted = valid & (siblings >= 1)
+    advantages = torch.where(counted, rewards - baseline, 0.0)
     if normalize:
-        flat = advantages.reshape(1, -1)
-        advantages = (advantages - flat.mean()) / (_sample_std(flat, dim=1) + epsilon)
+        flat, keep = advantages.reshape(1, -1), counted.reshape(1, -1)
+        mean, spread = _masked_mean_std(flat, keep, dim=1)
+        advantages = torch.where(counted, (advantages - mean) / (spread + epsilon), 0.0)
     return advantages
 
 
@@ -175,18 +185,24 @@ def reinforce_pp(token_rewards: torch.Tensor, mask: torch.Tensor, *, gamma: floa
                           "Large Language Models, arXiv 2501.03262",
                     equation="REINFORCE++ with baseline: r − mean(group r), then global normalisation")
 def reinforce_pp_baseline(rewards: torch.Tensor, mask: torch.Tensor,
-                          kl_per_token: torch.Tensor | None = None, kl_coef: float = 0.0) -> torch.Tensor:
+                          kl_per_token: torch.Tensor | None = None, kl_coef: float = 0.0, *,
+                          valid: torch.Tensor | None = None) -> torch.Tensor:
     """REINFORCE++ with baseline (Hu 2025): the group mean subtracted, then :func:`reinforce_pp`.
 
     r'_pj = r_pj − r̄_p goes on the last active token of completion p·G + j, the KL penalty on every
     token, and the returns (γ = 1, as OpenRLHF fixes it here) are normalised over all active tokens.
+    With ``valid``, the group mean runs over the valid completions and the invalid ones' rows
+    are masked out (no tokens, advantage 0).
     Inputs ``rewards`` (P, G), ``mask`` (P·G, T), ``kl_per_token`` (P·G, T); returns (P·G, T).
     """
-    _check_grouped("reinforce_pp_baseline", rewards)
+    valid = _check_grouped("reinforce_pp_baseline", rewards, valid)
     if mask.dim() != 2 or mask.shape[0] != rewards.numel():
         raise ValueError(f"reinforce_pp_baseline: the mask must be (P·G, T) = ({rewards.numel()}, T), "
                          f"got {tuple(mask.shape)}; row p·G + j is completion j of prompt p")
-    centred = (rewards - rewards.mean(dim=1, keepdim=True)).reshape(-1)  # (P·G,)
+    rewards = torch.where(valid, rewards, 0.0)
+    mean, _ = _masked_mean_std(rewards, valid, dim=1)
+    centred = torch.where(valid, rewards - mean, 0.0).reshape(-1)  # (P·G,)
+    mask = mask.bool() & valid.reshape(-1, 1)
     return reinforce_pp(token_rewards(centred, mask, kl_per_token, kl_coef), mask)
 
 
@@ -243,18 +259,29 @@ def _whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, (x - mean) * variance.clamp(min=1e-8).rsqrt(), 0.0)
 
 
-def _sample_std(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """The Bessel-corrected std along ``dim`` (kept), 0 where there is one value."""
-    if x.shape[dim] < 2:
-        return torch.zeros_like(x.sum(dim=dim, keepdim=True))
-    return x.std(dim=dim, keepdim=True, correction=1)
+def _masked_mean_std(x: torch.Tensor, valid: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and Bessel-corrected std of the valid entries along ``dim`` (kept); the std is 0
+    where fewer than two are valid, and the mean 0 where none is."""
+    count = valid.sum(dim=dim, keepdim=True)
+    mean = torch.where(valid, x, 0.0).sum(dim=dim, keepdim=True) / count.clamp(min=1)
+    squares = torch.where(valid, (x - mean) ** 2, 0.0).sum(dim=dim, keepdim=True)
+    std = torch.where(count >= 2, (squares / (count - 1).clamp(min=1)).sqrt(), 0.0)
+    return mean, std
 
 
-def _check_grouped(name: str, rewards: torch.Tensor) -> None:
+def _check_grouped(name: str, rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The (P, G) valid mask (all True by default), after checking shapes and finiteness."""
     if rewards.dim() != 2:
         raise ValueError(f"{name}: rewards must be (P, G), one row per prompt and its G completions, "
                          f"got shape {tuple(rewards.shape)}")
-    _check_finite(name, rewards, "rewards")
+    if valid is None:
+        valid = torch.ones(rewards.shape, dtype=torch.bool, device=rewards.device)
+    elif valid.shape != rewards.shape:
+        raise ValueError(f"{name}: valid must be shaped like the rewards {tuple(rewards.shape)}, "
+                         f"got {tuple(valid.shape)}")
+    valid = valid.bool()
+    _check_finite(name, torch.where(valid, rewards, 0.0), "rewards")
+    return valid
 
 
 def _check_tokens(name: str, token_rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -270,6 +297,5 @@ def _check_finite(name: str, x: torch.Tensor, what: str) -> None:
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         where = [tuple(i) for i in bad.nonzero().tolist()[:5]]
-        raise ValueError(f"{name}: {what} are not finite (NaN or inf) at {where}; a completion no "
-                         "reward could score (None) must be dropped or given advantage 0 by the "
-                         "caller before advantages are computed")
+        raise ValueError(f"{name}: {what} are not finite (NaN or inf) at {where}; mark a completion "
+                         "no reward could score (None) with valid=False, or drop it")

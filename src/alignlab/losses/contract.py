@@ -100,7 +100,8 @@ class LossContract:
     """What a registered loss needs; trainers read this, never the loss's name."""
 
     needs_ref: bool
-    """Whether the loss reads reference log-probs (``ref_*`` or ``kl_ref`` inputs)."""
+    """Whether the loss reads reference log-probs (``ref_*`` or ``kl_ref`` inputs); False for an
+    online loss, whose KL term is optional (read when its beta > 0)."""
     logps: LogpsKind
     """The sequence score it receives: "sum" (summed log-probs), "mean" (per-token mean),
     "token" (per-token log-probs with their mask), "none" (no log-probs: reward models)."""
@@ -145,8 +146,11 @@ def register_loss(
 
     def decorate(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
         inputs, hyper = _split_signature(name, fn)
-        if needs_ref != any(i.startswith("ref") or i == "kl_ref" for i in inputs):
-            raise ConfigError(f"loss {name!r}: needs_ref={needs_ref} disagrees with its inputs {inputs}")
+        reads_ref = any(i.startswith("ref") or i == "kl_ref" for i in inputs)
+        # An online loss reads ref_tokens for its optional KL term only (beta > 0): it needs no reference.
+        if needs_ref != (reads_ref and data != "prompt"):
+            raise ConfigError(f"loss {name!r}: needs_ref={needs_ref} disagrees with its inputs {inputs}"
+                              + (" (an online loss's reference is optional: needs_ref=False)" if data == "prompt" else ""))
         if logps not in ("sum", "mean", "token", "none") or data not in DataKindName.__args__:  # type: ignore[attr-defined]
             raise ConfigError(f"loss {name!r}: invalid logps={logps!r} or data={data!r}")
         if not paper or not equation:

@@ -23,6 +23,7 @@ share is logged as ``rewards/unscorable``, never silently read as a reward of 0.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,10 @@ class RolloutPhase:
         name = settings.advantage if settings.advantage != "auto" else entry.contract.advantage
         self.advantage_name = name
         self.advantage = ADVANTAGES.get(name)
+        if self.advantage.contract.needs_values:
+            raise ConfigError(f"rl.advantage={name!r} reads a value model's estimates, which loss {entry.name!r} "
+                              "does not train\n  hint: use loss ppo (with its value head), or another estimator")
+        self._advantage_options()  # a scale the estimator lacks fails now, not at the first step
         self.rewards = list(rewards) if rewards is not None else build_rewards(settings)
         self.weights = list(settings.reward_weights or [1.0] * len(self.rewards))
         self.pending: deque[list[Rollout]] = deque()
@@ -125,12 +130,14 @@ class RolloutPhase:
                                 f"{[n for n, _ in self.rewards]}\n  hint: check the rewards' columns "
                                 "(`alignlab rewards show NAME`) against the prompt file's fields")
         masks = [torch.ones(len(c), dtype=torch.bool) for _, c in rows]
-        kl_sums = None
-        if self.settings.kl_in_reward > 0:
+        kl_tokens = kl_sums = None
+        if self.settings.kl_in_reward > 0:  # k1 = log π_old − log π_ref per token, as RLOO and REINFORCE++
             ref = self._frozen([(self.prompts[i].prompt_ids, c) for i, c in rows], self.reference)
-            kl_sums = torch.tensor([float((o - r).sum()) for o, r in zip(old, ref, strict=True)], dtype=torch.float64)
-            rewards = rewards - self.settings.kl_in_reward * kl_sums
-        advantages = self._advantages(rewards, scorable, g, masks)
+            kl_tokens = [o - r for o, r in zip(old, ref, strict=True)]
+            kl_sums = torch.tensor([float(k.sum()) for k in kl_tokens], dtype=torch.float64)
+        advantages = self._advantages(rewards, scorable, g, masks, kl_tokens)
+        if kl_sums is not None and self.advantage.contract.level == "sequence":
+            rewards = rewards - self.settings.kl_in_reward * kl_sums  # what the advantages saw
         rollouts, k = [], 0
         for window in windows:
             batch = []
@@ -167,32 +174,48 @@ class RolloutPhase:
                 combined.append(sum(w * v for w, v in zip(self.weights, values, strict=True)))  # type: ignore[misc]
         return per_reward, combined
 
-    def _advantages(self, rewards: torch.Tensor, scorable: torch.Tensor, g: int,
-                    masks: Sequence[torch.Tensor]) -> list[float | tuple[float, ...]]:
-        """Advantages of the scorable completions (0 for the others), in row order."""
+    def _advantages(self, rewards: torch.Tensor, scorable: torch.Tensor, g: int, masks: Sequence[torch.Tensor],
+                    kl_tokens: Sequence[torch.Tensor] | None) -> list[float | tuple[float, ...]]:
+        """Advantages in row order; unscorable completions are outside every statistic and get 0.
+
+        The KL in the reward (β = rl.kl_in_reward) is subtracted from a sequence estimator's reward
+        as its sum over the completion, and placed per token for a token estimator (so a token's
+        return carries the KL of the tokens after it only)."""
         contract = self.advantage.contract
-        if contract.level == "token":
-            width = max(len(m) for m in masks)
-            mask = torch.zeros(len(masks), width, dtype=torch.bool)
-            for r, m in enumerate(masks):
-                mask[r, :len(m)] = m & scorable[r]
-            filled = torch.where(scorable, rewards, 0.0)
-            if self.advantage_name == "reinforce_pp_baseline":
-                values = self.advantage.obj(filled.view(-1, g), mask)
-            else:
-                values = self.advantage.obj(token_rewards(filled, mask), mask)
-            return [tuple(values[r, :len(m)].tolist()) for r, m in enumerate(masks)]
-        grouped = rewards.view(-1, g)
-        options = {"scale": self.settings.scale_rewards} if self.advantage_name == "grpo" else {}
-        if bool(scorable.all()):
-            values = self.advantage.obj(grouped, **options).reshape(-1)
-        else:  # each group on its scorable members alone
-            values = torch.zeros_like(rewards)
-            for p, row in enumerate(grouped):
-                keep = ~row.isnan()
-                if int(keep.sum()) >= (2 if self.advantage_name == "rloo" else 1):
-                    values.view(-1, g)[p, keep] = self.advantage.obj(row[keep][None], **options)[0]
-        return [float(v) for v in values]
+        beta = self.settings.kl_in_reward
+        valid = scorable.view(-1, g)
+        filled = torch.where(scorable, rewards, 0.0)
+        options = self._advantage_options()
+        if contract.level == "sequence":
+            if kl_tokens is not None:
+                filled = filled - beta * torch.tensor([float(k.sum()) for k in kl_tokens], dtype=filled.dtype)
+            values = self.advantage.obj(filled.view(-1, g), valid=valid, **options).reshape(-1)
+            return [float(v) for v in values]
+        width = max(len(m) for m in masks)
+        mask = torch.zeros(len(masks), width, dtype=torch.bool)
+        kl = torch.zeros(len(masks), width, dtype=torch.float64)
+        for r, m in enumerate(masks):
+            mask[r, :len(m)] = m & scorable[r]
+            if kl_tokens is not None:
+                kl[r, :len(m)] = kl_tokens[r].to(torch.float64)
+        per_token_kl = kl if kl_tokens is not None else None
+        if contract.rewards == "grouped":
+            values = self.advantage.obj(filled.view(-1, g), mask, per_token_kl, beta, valid=valid, **options)
+        else:
+            values = self.advantage.obj(token_rewards(filled, mask, per_token_kl, beta), mask, **options)
+        return [tuple(values[r, :len(m)].tolist()) for r, m in enumerate(masks)]
+
+    def _advantage_options(self) -> dict[str, Any]:
+        """rl.scale_rewards for an estimator that has a scale (GRPO's); a non-default scale for
+        one that has none is a mistake the user should hear of."""
+        accepts = "scale" in inspect.signature(self.advantage.obj).parameters
+        if accepts:
+            return {"scale": self.settings.scale_rewards}
+        if self.settings.scale_rewards != "group":
+            raise ConfigError(f"rl.scale_rewards={self.settings.scale_rewards!r} but the advantage estimator "
+                              f"{self.advantage_name!r} has no scale option\n  hint: remove rl.scale_rewards, "
+                              "or use rl.advantage=grpo")
+        return {}
 
     def _metrics(self, per_reward, rewards, scorable, completions, eos, g, kl_sums, unscored) -> dict[str, float]:
         lengths = torch.tensor([len(c) for c in completions], dtype=torch.float64)
@@ -233,6 +256,8 @@ class RolloutPhase:
         # Without a reference the KL term has weight 0: the policy's own (detached) log-probs make it exactly 0.
         available.setdefault("ref_tokens", policy_out.tokens.detach())
         losses, metrics = self.entry.obj(**select(contract, available, self.entry.name), **self.loss_kwargs)
+        if ref_out is None:  # the KL against the policy's own log-probs is 0 by construction: not a measurement
+            metrics = {k: v for k, v in metrics.items() if k != "kl"}
         metrics = {**metrics, **self.kind.diagnostics(available)}
         n = len(rollouts)
         sums = {k: float(v.detach().float().sum()) if v.dim() > 0 else float(v) * n for k, v in metrics.items()}

@@ -257,12 +257,14 @@ def _reference(mode: str, config: RunConfig, model: Any, tokenizer: Any, kind: D
     """The reference of the train and the eval steps, or None. Built before any training step, so
     every mode (and the cache fingerprint) describes the untrained reference."""
     chunk, precision, packing = config.train.chunk_size, config.train.precision, packing_choice(config)
+    # Online RL compares log-probs of the distribution it samples from: the reference's too.
+    temperature = config.rl.temperature if kind.name == "prompt" else 1.0
     if mode == "none":
         return None
     if mode == "adapters":
-        return AdapterReference(model, chunk, precision=precision, packing=packing)
+        return AdapterReference(model, chunk, precision=precision, packing=packing, temperature=temperature)
     if mode == "copy":
-        return CopyReference(model, chunk, precision=precision, packing=packing)
+        return CopyReference(model, chunk, precision=precision, packing=packing, temperature=temperature)
 
     def source() -> Any:
         # The policy before its first step is the reference: the cache is built from it (in eval
