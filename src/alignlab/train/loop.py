@@ -154,6 +154,18 @@ class Trainer:
         for indices, _ in windows:
             yield indices, total
 
+    def _global_positions(self) -> list[list[int]]:
+        """Each of this rank's examples' place in the step's global batch (over micro-batches and
+        ranks): a rank reads every world-th example of a global micro-batch (ExampleOrder.batch)."""
+        per_epoch = self.order.batches_per_epoch()
+        world, rank = self.order.world_size, self.order.rank
+        out, offset = [], 0
+        for m in range(self.micro_batches, self.micro_batches + self.settings.grad_accum):
+            epoch, index = divmod(m, per_epoch)
+            out.append([offset + j * world + rank for j in range(len(self.order.batch(epoch, index)))])
+            offset += self.order.global_count(epoch, index)
+        return out
+
     def _optimizer_step(self, device: torch.device) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
@@ -162,7 +174,7 @@ class Trainer:
         windows = list(self._micro_batches())
         prepared = None
         if self.rollout is not None:
-            prepared = self.rollout.prepare(self.step, [indices for indices, _ in windows])
+            prepared = self.rollout.prepare(self.step, [indices for indices, _ in windows], self._global_positions())
             # The loss is the sum of the micro-batches' numerators over the step's global units.
             windows = [(indices, prepared.units) for indices, _ in windows]
         advance = len(windows) if self._advances() else 0

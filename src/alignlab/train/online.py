@@ -50,6 +50,22 @@ SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
+class _Row:
+    """What the step-wide statistics need of one completion (picklable, for the ranks' gather)."""
+
+    position: int
+    """Its place in the step's global batch: prompt position · G + sample."""
+    reward: float
+    """The combined reward, NaN where unscorable."""
+    scores: Mapping[str, float | None]
+    length: int
+    ended: bool
+    """It ends with EOS (not clipped at the length limit)."""
+    kl: list[float] | None
+    """Per-token k1 to the reference, for the KL in the reward."""
+
+
+@dataclass(frozen=True)
 class Prepared:
     """What the rollout phase tells the loop about a step."""
 
@@ -75,13 +91,8 @@ class RolloutPhase:
         hyper = {h.name: h.default for h in entry.contract.hyperparameters}
         self.aggregation = self.loss_kwargs.get("aggregation", hyper.get("aggregation", "grpo"))
         self.beta = float(self.loss_kwargs.get("beta", hyper.get("beta", 0.0)))
-        name = settings.advantage if settings.advantage != "auto" else entry.contract.advantage
-        self.advantage_name = name
-        self.advantage = ADVANTAGES.get(name)
-        if self.advantage.contract.needs_values:
-            raise ConfigError(f"rl.advantage={name!r} reads a value model's estimates, which loss {entry.name!r} "
-                              "does not train\n  hint: use loss ppo (with its value head), or another estimator")
-        self._advantage_options()  # a scale the estimator lacks fails now, not at the first step
+        self.advantage = advantage_estimator(settings, entry)
+        self.advantage_name = self.advantage.name
         self.rewards = list(rewards) if rewards is not None else build_rewards(settings)
         self.weights = list(settings.reward_weights or [1.0] * len(self.rewards))
         self.pending: deque[list[Rollout]] = deque()
@@ -95,64 +106,86 @@ class RolloutPhase:
 
     # ---- the rollout phase ---------------------------------------------------------------------
 
-    def prepare(self, step: int, windows: Sequence[Sequence[int]]) -> Prepared:
+    def prepare(self, step: int, windows: Sequence[Sequence[int]],
+                positions: Sequence[Sequence[int]] | None = None) -> Prepared:
         """Sample, score and compute advantages for ``windows`` (this rank's micro-batches of
-        prompt indices) at optimizer step ``step`` (0-based); reuse the last set within μ."""
+        prompt indices) at optimizer step ``step`` (0-based); reuse the last set within μ.
+
+        ``positions`` are each prompt's place in the step's global batch (over micro-batches and
+        ranks; consecutive by default): its sampling stream, so that the completions do not
+        depend on how the step is split over micro-batches or ranks."""
         metrics: dict[str, float] = {}
         if step % self.iterations == 0 or self.generated_at < 0:
-            self.current, metrics = self._generate(step, windows)
+            if positions is None:
+                counts = [len(w) for w in windows]
+                positions = [list(range(sum(counts[:k]), sum(counts[:k + 1]))) for k in range(len(windows))]
+            self.current, metrics = self._generate(step, windows, positions)
             self.generated_at = step - step % self.iterations
         self.pending = deque(self.current)
         units = sum(loss_units(self._mask(w), self.aggregation, self.settings.max_new_tokens) for w in self.current)
-        return Prepared(self._global_sum(float(units)), metrics)
+        return Prepared(max(self._global_sum(float(units)), 1.0), metrics)
 
-    def _generate(self, step: int, windows: Sequence[Sequence[int]]) -> tuple[list[list[Rollout]], dict[str, float]]:
+    def _generate(self, step: int, windows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
+                  ) -> tuple[list[list[Rollout]], dict[str, float]]:
         flat = [i for window in windows for i in window]
+        flat_positions = [p for window in positions for p in window]
         g = self.settings.num_generations
         options = SamplingOptions(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
                                   top_p=self.settings.top_p, top_k=self.settings.top_k,
                                   seed=self.seed * SEED_STRIDE + step, batch_size=self.settings.batch_size)
-        streams = [self.rank * SEED_STRIDE + position for position in range(len(flat))]
         prompt_ids = [self.prompts[i].prompt_ids for i in flat]
         completions = sample(self.model, prompt_ids, g, options, eos_id=self.eos_id, pad_id=self.pad_id,
-                             streams=streams, progress=False)
+                             streams=list(flat_positions), progress=False)
         eos = {self.eos_id} if isinstance(self.eos_id, int) else set(self.eos_id)
         rows = [(i, c) for i, group in zip(flat, completions, strict=True) for c in group]
         texts = [self.tokenizer.decode(list(c), skip_special_tokens=True).strip() for _, c in rows]
         per_reward, combined = self._score([i for i, _ in rows], texts)
-        old = self._frozen([(self.prompts[i].prompt_ids, c) for i, c in rows], self._sampling_policy()) \
-            if self.iterations > 1 or self.settings.kl_in_reward > 0 else None
-        unscored = sum(any(scores[k] is None for scores in per_reward.values()) for k in range(len(rows)))
-        rewards = torch.tensor([math.nan if r is None else r for r in combined], dtype=torch.float64)
+        pairs = [(self.prompts[i].prompt_ids, c) for i, c in rows]
+        kl_needed = self.settings.kl_in_reward > 0
+        old = self._frozen(pairs, self._sampling_policy()) if self.iterations > 1 or kl_needed else None
+        kl_tokens = [o - r for o, r in zip(old, self._frozen(pairs, self.reference), strict=True)] if kl_needed else None
+        # Advantages and statistics are over the step's global batch: every rank's rows, in order.
+        local = [_Row(position * g + j, math.nan if combined[k] is None else float(combined[k]),
+                      {name: scores[k] for name, scores in per_reward.items()}, len(c), bool(c) and c[-1] in eos,
+                      None if kl_tokens is None else kl_tokens[k].tolist())
+                 for k, ((_, c), position, j) in enumerate(zip(rows, [p for p in flat_positions for _ in range(g)],
+                                                              [j for _ in flat for j in range(g)], strict=True))]
+        everyone = self._gather(local)
+        rewards = torch.tensor([r.reward for r in everyone], dtype=torch.float64)
         scorable = ~rewards.isnan()
         if not bool(scorable.any()):
             raise AlignlabError(f"no completion of step {step + 1} could be scored by the rewards "
                                 f"{[n for n, _ in self.rewards]}\n  hint: check the rewards' columns "
                                 "(`alignlab rewards show NAME`) against the prompt file's fields")
-        masks = [torch.ones(len(c), dtype=torch.bool) for _, c in rows]
-        kl_tokens = kl_sums = None
-        if self.settings.kl_in_reward > 0:  # k1 = log π_old − log π_ref per token, as RLOO and REINFORCE++
-            ref = self._frozen([(self.prompts[i].prompt_ids, c) for i, c in rows], self.reference)
-            kl_tokens = [o - r for o, r in zip(old, ref, strict=True)]
-            kl_sums = torch.tensor([float(k.sum()) for k in kl_tokens], dtype=torch.float64)
-        advantages = self._advantages(rewards, scorable, g, masks, kl_tokens)
+        masks = [torch.ones(r.length, dtype=torch.bool) for r in everyone]
+        kl_all = None if kl_tokens is None else [torch.tensor(r.kl, dtype=torch.float64) for r in everyone]
+        advantages = self._advantages(rewards, scorable, g, masks, kl_all)
+        kl_sums = None if kl_all is None else torch.tensor([float(k.sum()) for k in kl_all], dtype=torch.float64)
         if kl_sums is not None and self.advantage.contract.level == "sequence":
             rewards = rewards - self.settings.kl_in_reward * kl_sums  # what the advantages saw
+        at = {r.position: k for k, r in enumerate(everyone)}
         rollouts, k = [], 0
         for window in windows:
             batch = []
             for _ in window:
                 for _ in range(g):
                     i, c = rows[k]
-                    batch.append(Rollout(i, tuple(self.prompts[i].prompt_ids), tuple(c), advantages[k],
-                                         float(rewards[k]) if scorable[k] else math.nan,
+                    row = at[local[k].position]
+                    batch.append(Rollout(i, tuple(self.prompts[i].prompt_ids), tuple(c), advantages[row],
+                                         float(rewards[row]) if scorable[row] else math.nan,
                                          not (c and c[-1] in eos),
                                          None if old is None or self.iterations == 1 else tuple(old[k].tolist())))
                     k += 1
             rollouts.append(batch)
-        metrics = self._metrics(per_reward, rewards, scorable, [c for _, c in rows], eos, g, kl_sums,
-                                unscored / len(rows))
-        return rollouts, metrics
+        return rollouts, self._metrics(everyone, rewards, scorable, g, kl_sums)
+
+    def _gather(self, rows: list[_Row]) -> list[_Row]:
+        """Every rank's rows, ordered by their place in the global batch."""
+        if self.world > 1 and torch.distributed.is_initialized():
+            parts: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        return sorted(rows, key=lambda r: r.position)
 
     def _score(self, prompt_rows: Sequence[int], texts: Sequence[str]) -> tuple[dict[str, list[float | None]],
                                                                                 list[float | None]]:
@@ -206,37 +239,31 @@ class RolloutPhase:
         return [tuple(values[r, :len(m)].tolist()) for r, m in enumerate(masks)]
 
     def _advantage_options(self) -> dict[str, Any]:
-        """rl.scale_rewards for an estimator that has a scale (GRPO's); a non-default scale for
-        one that has none is a mistake the user should hear of."""
-        accepts = "scale" in inspect.signature(self.advantage.obj).parameters
-        if accepts:
-            return {"scale": self.settings.scale_rewards}
-        if self.settings.scale_rewards != "group":
-            raise ConfigError(f"rl.scale_rewards={self.settings.scale_rewards!r} but the advantage estimator "
-                              f"{self.advantage_name!r} has no scale option\n  hint: remove rl.scale_rewards, "
-                              "or use rl.advantage=grpo")
-        return {}
+        return advantage_options(self.settings, self.advantage)
 
-    def _metrics(self, per_reward, rewards, scorable, completions, eos, g, kl_sums, unscored) -> dict[str, float]:
-        lengths = torch.tensor([len(c) for c in completions], dtype=torch.float64)
-        ended = torch.tensor([bool(c) and c[-1] in eos for c in completions])
+    def _metrics(self, rows: Sequence[_Row], rewards: torch.Tensor, scorable: torch.Tensor, g: int,
+                 kl_sums: torch.Tensor | None) -> dict[str, float]:
+        """TRL's GRPO metrics over the step's global batch."""
+        lengths = torch.tensor([r.length for r in rows], dtype=torch.float64)
+        ended = torch.tensor([r.ended for r in rows])
         grouped = rewards.view(-1, g)
-        zero_std = [(row[~row.isnan()].std(unbiased=False) == 0).item() for row in grouped if (~row.isnan()).sum() > 0]
+        zero_std = [bool(row[~row.isnan()].std(unbiased=False) == 0) for row in grouped if (~row.isnan()).sum() > 0]
         kept = rewards[scorable]
+        unscored = sum(any(v is None for v in r.scores.values()) for r in rows)
         out = {"reward": float(kept.mean()), "reward_std": float(kept.std()) if len(kept) > 1 else 0.0,
-               "frac_reward_zero_std": sum(zero_std) / max(len(zero_std), 1), "rewards/unscorable": unscored,
+               "frac_reward_zero_std": sum(zero_std) / max(len(zero_std), 1), "rewards/unscorable": unscored / len(rows),
                "completions/mean_length": float(lengths.mean()), "completions/min_length": float(lengths.min()),
                "completions/max_length": float(lengths.max()),
                "completions/clipped_ratio": float((~ended).double().mean()),
                "completions/mean_terminated_length": float(lengths[ended].mean()) if bool(ended.any()) else 0.0}
-        for name, scores in per_reward.items():
-            values = torch.tensor([s for s in scores if s is not None], dtype=torch.float64)
+        for name, _ in self.rewards:
+            values = torch.tensor([r.scores[name] for r in rows if r.scores[name] is not None], dtype=torch.float64)
             if len(values):
                 out[f"rewards/{name}/mean"] = float(values.mean())
                 out[f"rewards/{name}/std"] = float(values.std()) if len(values) > 1 else 0.0
         if kl_sums is not None:
             out["kl_in_reward"] = float(kl_sums.mean())
-        return self._global_mean(out)
+        return out
 
     # ---- the step on the rollouts --------------------------------------------------------------
 
@@ -300,15 +327,6 @@ class RolloutPhase:
         torch.distributed.all_reduce(total)
         return float(total.item())
 
-    def _global_mean(self, metrics: dict[str, float]) -> dict[str, float]:
-        if self.world == 1 or not torch.distributed.is_initialized():
-            return metrics
-        names = sorted(metrics)
-        device = next(self.forward.parameters()).device
-        packed = torch.tensor([metrics[n] for n in names], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(packed)
-        return {n: v / self.world for n, v in zip(names, packed.tolist(), strict=True)}
-
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -332,25 +350,57 @@ def _rollout(row: Mapping[str, Any]) -> Rollout:
                    bool(row["truncated"]), None if old is None else tuple(old))
 
 
+def advantage_estimator(settings: RolloutConfig, entry: Entry) -> Entry:
+    """The estimator ``rl.advantage`` names ("auto": the loss's own), checked against the loss
+    and rl.scale_rewards before any model loads."""
+    name = settings.advantage if settings.advantage != "auto" else entry.contract.advantage
+    try:
+        estimator = ADVANTAGES.get(name)
+    except ConfigError as error:
+        raise ConfigError(f"rl.advantage: {error}") from None
+    if estimator.contract.needs_values:
+        raise ConfigError(f"rl.advantage={name!r} reads a value model's estimates, which loss {entry.name!r} "
+                          "does not train\n  hint: choose an estimator without values (grpo, rloo, reinforce_pp)")
+    advantage_options(settings, estimator)
+    return estimator
+
+
+def advantage_options(settings: RolloutConfig, estimator: Entry) -> dict[str, Any]:
+    """rl.scale_rewards for an estimator that has a scale (GRPO's); a non-default scale for one
+    that has none is a mistake the user should hear of."""
+    if "scale" in inspect.signature(estimator.obj).parameters:
+        return {"scale": settings.scale_rewards}
+    if settings.scale_rewards != "group":
+        raise ConfigError(f"rl.scale_rewards={settings.scale_rewards!r} but the advantage estimator "
+                          f"{estimator.name!r} has no scale option\n  hint: remove rl.scale_rewards, "
+                          "or use rl.advantage=grpo")
+    return {}
+
+
 def build_rewards(settings: RolloutConfig) -> list[tuple[str, Any]]:
     """(name, reward) of every ``rl.rewards`` spec; built before any model loads, so that a
     typo fails in a second."""
     if not settings.rewards:
         raise ConfigError("online RL needs at least one reward\n  hint: rl.rewards: [\"NAME\"] "
                           "(`alignlab rewards list`), e.g. rl.rewards=[\"length_target(target=20)\"]")
-    built = []
+    built: list[tuple[str, Any]] = []
     for k, spec in enumerate(settings.rewards):
         try:
-            built.append((reward_name(spec), build_reward(spec)))
+            reward = build_reward(spec)
         except ConfigError as error:
             raise ConfigError(f"rl.rewards[{k}]: {error}") from None
+        name, taken = reward_name(spec), {n for n, _ in built}
+        if name in taken:  # the same reward twice (other options): rewards/NAME_2/mean, ...
+            name = next(f"{name}_{n}" for n in range(2, len(built) + 3) if f"{name}_{n}" not in taken)
+        built.append((name, reward))
     return built
 
 
 def reward_name(spec: Any) -> str:
-    """A reward spec's name for its metrics: "length_target" of "length_target(target=5)"."""
+    """A reward spec's name for its metrics (TRL's: the function's): "length_target" of
+    "length_target(target=5)", "my_reward" of "my_module:my_reward"."""
     if isinstance(spec, Mapping):
         return str(spec.get("name", "reward"))
-    text = str(spec)
-    return text.split("(", 1)[0].strip() or text
+    text = str(spec).split("(", 1)[0].strip() or str(spec)
+    return text.rsplit(":", 1)[-1]
 

@@ -36,7 +36,7 @@ from alignlab.models.reference import AdapterReference, CopyReference, Reference
 from alignlab.registry import Entry
 from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.loop import Trainer
-from alignlab.train.online import RolloutPhase, build_rewards
+from alignlab.train.online import RolloutPhase, advantage_estimator, build_rewards
 from alignlab.train.order import ExampleOrder
 from alignlab.train.steps import make_step
 
@@ -156,7 +156,10 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         raise ConfigError("data.eval_path is not read by online RL yet (its evaluation would sample "
                           "and score completions)\n  hint: remove data.eval_path; `alignlab generate` scores a "
                           "trained model on held-out prompts")
-    rewards = build_rewards(config.rl) if kind.name == "prompt" else None  # a typo fails before the model loads
+    rewards = None
+    if kind.name == "prompt":  # a typo fails before the model loads
+        advantage_estimator(config.rl, entry)
+        rewards = build_rewards(config.rl)
     records = _records(config, config.data.path, entry, kind)  # data before any model: cheap checks first
     eval_records = _records(config, config.data.eval_path, entry, kind) if config.data.eval_path else []
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
