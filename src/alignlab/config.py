@@ -199,6 +199,10 @@ class RolloutConfig:
     rollouts were sampled with."""
     batch_size: int = 16
     """Prompts per sampling call (each with its G completions)."""
+    gamma: float = 1.0
+    """Discount of token-level returns (PPO's GAE, REINFORCE++); 1 is no discount."""
+    gae_lambda: float = 0.95
+    """GAE's λ (PPO): 1 is the Monte-Carlo return, 0 the one-step TD error."""
 
     def __post_init__(self) -> None:
         for key in ("num_generations", "max_new_tokens", "num_iterations", "batch_size"):
@@ -208,6 +212,8 @@ class RolloutConfig:
                 f"got {self.temperature}")
         require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         require(self.top_k >= 0, "top_k", f"must be >= 0 (0 is off), got {self.top_k}")
+        for key in ("gamma", "gae_lambda"):
+            require(0 <= getattr(self, key) <= 1, key, f"must be in [0, 1], got {getattr(self, key)}")
         require(math.isfinite(self.kl_in_reward) and self.kl_in_reward >= 0, "kl_in_reward",
                 f"must be >= 0, got {self.kl_in_reward}")
         if self.reward_weights is not None:

@@ -31,6 +31,9 @@ class LogProbs:
     entropy: Tensor | None = None
     """(B, L) entropy (nats) of the next-token distribution that predicts each completion token,
     detached, 0 off the mask; None unless asked for (online RL logs it)."""
+    values: Tensor | None = None
+    """(B, L) a value model's estimate V(x, y_<t) at each completion token, with gradient, 0 off
+    the mask; None unless a critic ran (PPO, :class:`alignlab.models.value.PolicyAndValue`)."""
 
 
 def completion_logps(

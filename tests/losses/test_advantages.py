@@ -304,3 +304,18 @@ def test_reinforce_pp_baseline_masks_invalid_rows():
 def test_valid_must_match_the_rewards():
     with pytest.raises(ValueError, match="valid must be shaped"):
         grpo(t([1, 2]), valid=torch.ones(2, dtype=torch.bool))
+
+
+def test_gae_whiten_normalises_advantages_but_not_returns():
+    """whiten=True: the advantages over active tokens have mean 0 and (divisor-n) std 1; the
+    returns stay raw advantages + values."""
+    rewards = t([0, 0, 1], [0, 2, 0])
+    values = t([0.5, 0.2, 0.1], [0.3, 0.0, 0.0])
+    mask = ragged_mask([3, 2], 3)
+    raw, returns = gae(rewards, values, mask, gamma=1.0, lam=0.9)
+    white, same_returns = gae(rewards, values, mask, gamma=1.0, lam=0.9, whiten=True)
+    torch.testing.assert_close(same_returns, returns, rtol=0, atol=1e-12)
+    active = white[mask]
+    assert float(active.mean()) == pytest.approx(0.0, abs=1e-12)
+    assert float(active.std(correction=0)) == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(white[mask], (raw[mask] - raw[mask].mean()) / raw[mask].std(correction=0))

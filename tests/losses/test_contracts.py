@@ -66,6 +66,8 @@ def make_inputs(entry, extreme: float | None = None, dtype=torch.float64, seed: 
             made[name] = (torch.rand(B, S, generator=g) > 0.5).to(dtype)
         elif name == "margin":
             made[name] = uniform((B,), 0.0, 1.0)
+        elif name in ("values", "old_values", "returns"):  # PPO's critic, per token
+            made[name] = uniform((B, T), -1.0, 1.0) * mask
         else:  # rewards and logits: any real number
             shape = (B, S) if name == "step_logits" else (B,)
             made[name] = uniform(shape, -3.0, 3.0) if extreme is None else torch.full(shape, extreme, dtype=dtype)

@@ -109,6 +109,20 @@ def test_grpo_logs_trl_metrics_and_raises_the_reward(workspace, monkeypatch, one
     assert first < 2 and last > first + 3, (first, last)
 
 
+def test_ppo_trains_its_critic_and_raises_the_reward(workspace, monkeypatch, one_thread):
+    """PPO on the same reward: the critic's value loss falls as it learns the returns, the
+    reward rises, and the critic is saved beside the policy."""
+    monkeypatch.syspath_prepend(str(workspace))
+    run = in_process(workspace, "ppo", "train.loss=ppo", "train.max_steps=40", "train.log_every=1", "train.lr=1e-2",
+                     "rl.num_iterations=2", 'rl.rewards=["test_rewards:e_count"]')
+    lines = [r for r in records(run) if r["split"] == "train"]
+    assert {"value_loss", "value_clip_ratio", "values"} <= set(lines[0])
+    rewards = [r["reward"] for r in lines if "reward" in r]
+    assert len(rewards) == 20  # one set of rollouts per 2 steps
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 2, rewards
+    assert (run / "value_model" / "value_head.safetensors").is_file()
+
+
 def test_kl_term_reads_a_reference_and_is_logged(workspace, one_thread):
     """beta > 0 loads a frozen copy; the KL starts at 0 (policy = reference) and grows."""
     run = in_process(workspace, "kl", "train.max_steps=4", "train.log_every=1", "train.loss_kwargs={beta: 0.1}")
@@ -183,22 +197,27 @@ def test_ddp_two_ranks_match_one_process(workspace):
 # ---- exact resume -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("iterations", [1, 2])
-def test_killed_run_resumes_bit_identically(workspace, iterations):
+@pytest.mark.parametrize(("loss", "iterations"), [("grpo", 1), ("grpo", 2), ("ppo", 2)])
+def test_killed_run_resumes_bit_identically(workspace, loss, iterations):
     """Killed as step 5 starts (checkpoint at step 3): the resume draws the same completions
     (seeds by step and place) and, with μ = 2, reuses the checkpointed rollouts of steps 3–4
-    (generated at step 3) for step 4; the final weights equal the uninterrupted run's."""
-    mu = f"rl.num_iterations={iterations}"
-    check_ok(train(workspace, f"train.output_dir=whole{iterations}", mu))
-    killed = train(workspace, f"train.output_dir=killed{iterations}", mu, kill=("kill-before-step", 5))
+    (generated at step 3, with PPO's old values and returns) for step 4; the final weights (PPO's
+    critic included) equal the uninterrupted run's."""
+    settings = (f"rl.num_iterations={iterations}", f"train.loss={loss}")
+    name = f"{loss}{iterations}"
+    check_ok(train(workspace, f"train.output_dir=whole{name}", *settings))
+    killed = train(workspace, f"train.output_dir=killed{name}", *settings, kill=("kill-before-step", 5))
     assert killed.returncode == -9, killed.stderr
-    out = check_ok(train(workspace, f"train.output_dir=killed{iterations}", mu))
+    out = check_ok(train(workspace, f"train.output_dir=killed{name}", *settings))
     assert "resumed from step 3" in out
-    assert_identical(weights(workspace / f"killed{iterations}"), weights(workspace / f"whole{iterations}"))
+    assert_identical(weights(workspace / f"killed{name}"), weights(workspace / f"whole{name}"))
+    if loss == "ppo":
+        critic = load_file(workspace / f"killed{name}" / "value_model" / "model.safetensors")
+        assert_identical(critic, load_file(workspace / f"whole{name}" / "value_model" / "model.safetensors"))
     if iterations == 2:
-        state = json.loads((workspace / "killed2" / "checkpoints" / "step-00000006" / "state.json").read_text())
+        state = json.loads((workspace / f"killed{name}" / "checkpoints" / "step-00000006" / "state.json").read_text())
         assert state["rollout"]["generated_at"] == 4 and len(state["rollout"]["rollouts"]) == 1
-        lines = [r for r in records(workspace / "whole2") if r["split"] == "train"]
+        lines = [r for r in records(workspace / f"whole{name}") if r["split"] == "train"]
         assert "reward" in lines[0] and "reward" not in lines[1]  # step 2 reuses step 1's rollouts
 
 

@@ -65,6 +65,10 @@ class Rollout:
     old_logps: tuple[float, ...] | None = None
     """Per-token log-probs under the policy that sampled it, when an update reuses the rollout
     (``num_iterations`` > 1); None: the current policy is the sampling one (ratio 1)."""
+    old_values: tuple[float, ...] | None = None
+    """PPO: the critic's per-token values at sampling time (GAE's V), else None."""
+    returns: tuple[float, ...] | None = None
+    """PPO: the value targets per token (advantages + old values), else None."""
 
 
 @register_kind
@@ -94,8 +98,9 @@ class PromptOnly(DataKind):
                                             (float(r.advantage),) * len(r.completion_ids) for r in items],
                                     sequences.input_ids.shape)
         fields = {"advantages": advantages}
-        if all(r.old_logps is not None for r in items):
-            fields["old_tokens"] = _per_token(items, [r.old_logps for r in items], sequences.input_ids.shape)
+        for name, attribute in (("old_tokens", "old_logps"), ("old_values", "old_values"), ("returns", "returns")):
+            if all(getattr(r, attribute) is not None for r in items):
+                fields[name] = _per_token(items, [getattr(r, attribute) for r in items], sequences.input_ids.shape)
         return KindBatch(len(items), sequences, fields)
 
     def inputs(self, contract: LossContract, batch: KindBatch, policy: LogProbs,
@@ -106,6 +111,9 @@ class PromptOnly(DataKind):
                "old_tokens": batch.fields.get("old_tokens", policy.tokens.detach())}
         if policy.entropy is not None:
             out["entropy"] = policy.entropy
+        if policy.values is not None:  # PPO: the critic's values, and their targets from the rollout
+            out["values"] = policy.values
+            out.update({name: batch.fields[name] for name in ("old_values", "returns") if name in batch.fields})
         if ref is not None:
             out["ref_tokens"] = ref.tokens
         return out

@@ -211,14 +211,16 @@ def reinforce_pp_baseline(rewards: torch.Tensor, mask: torch.Tensor,
                           "Generalized Advantage Estimation, arXiv 1506.02438",
                     equation="Eq. 16: Â_t = Σ_l (γλ)^l δ_{t+l}, δ_t = r_t + γV_{t+1} − V_t")
 def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
-        gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+        gamma: float = 1.0, lam: float = 0.95, whiten: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation (Schulman et al. 2016, Eq. 16) and the value targets.
 
     δ_t = r_t + γ V_{t+1} − V_t, with V = 0 after the last active token (the completion ends
     there); Â_t = Σ_{l≥0} (γλ)^l δ_{t+l}, computed as the backward recursion Â_t = δ_t + γλ Â_{t+1};
     returns R_t = Â_t + V_t (the value model's targets). λ = 1 gives R_t = the discounted reward to
     go, λ = 0 the one-step TD error. The mask must be right-padded (active tokens first). Inputs
-    (B, T); returns (advantages, returns), each (B, T), zero off the mask; no normalisation.
+    (B, T); returns (advantages, returns), each (B, T), zero off the mask. ``whiten`` then
+    normalises the advantages over all active tokens (mean 0, std 1, as TRL's PPO does); the
+    returns are computed before it, from the raw advantages.
     """
     mask = _check_tokens("gae", token_rewards, mask)
     if values.shape != mask.shape:
@@ -232,7 +234,8 @@ def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)  # (B, T)
     deltas = rewards + gamma * next_values - values
     advantages = torch.where(mask, _discounted_reverse_cumsum(deltas, gamma * lam), 0.0)
-    return advantages, torch.where(mask, advantages + values, 0.0)
+    returns = torch.where(mask, advantages + values, 0.0)
+    return (_whiten(advantages, mask) if whiten else advantages), returns
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ INPUTS: Mapping[str, str] = {
     "old_tokens": "(B, T) per-token log-probs under the policy that sampled (detached)",
     "ref_tokens": "(B, T) reference per-token log-probs of the sampled completion",
     "entropy": "(B, T) entropy of the policy's next-token distribution (detached)",
+    "values": "(B, T) the critic's values V(x, y_<t) at the completion tokens (PPO), with gradient",
+    "old_values": "(B, T) the critic's values when the rollout was sampled (detached)",
+    "returns": "(B, T) GAE's value targets, advantages + old values (detached)",
     # reward models
     "chosen_rewards": "(B,) reward of chosen",
     "rejected_rewards": "(B,) reward of rejected",

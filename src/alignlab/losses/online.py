@@ -37,14 +37,18 @@ def clipped_objective(policy_tokens: torch.Tensor, old_tokens: torch.Tensor, adv
     mask = mask.bool()
     per_token, metrics = policy_token_losses(policy_tokens, old_tokens.detach(), advantages, mask,
                                              ref_logp=ref_tokens.detach(), **options)
-    sums = per_token.sum(-1)  # (B,), zero off the mask already
+    return shares(per_token, mask, aggregation), metrics
+
+
+def shares(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """Each completion's share (B,) of the step's loss numerator for a per-token loss (B, T)
+    (zero off the mask): its sum over :func:`~alignlab.losses.policy.loss_numerator`'s rows."""
+    sums = torch.where(mask, per_token, 0.0).sum(-1)  # (B,)
     if aggregation == "grpo":
-        shares = sums / mask.sum(-1).clamp(min=1)
-    elif aggregation == "bnpo":
-        shares = sums / mask.sum().clamp(min=1)
-    else:  # dapo, dr_grpo: token sums; the step's units are its tokens, or B·max_new_tokens
-        shares = sums
-    return shares, metrics
+        return sums / mask.sum(-1).clamp(min=1)
+    if aggregation == "bnpo":
+        return sums / mask.sum().clamp(min=1)
+    return sums  # dapo, dr_grpo: token sums; the step's units are its tokens, or B·max_new_tokens
 
 
 _GRPO = ("Shao et al. 2024, DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open "
@@ -151,3 +155,38 @@ def reinforce_pp(policy_tokens: torch.Tensor, old_tokens: torch.Tensor, advantag
     """
     return clipped_objective(policy_tokens, old_tokens, advantages, mask, ref_tokens, aggregation=aggregation,
                              epsilon_low=epsilon_low, epsilon_high=epsilon_high, beta=beta, kl=kl)
+
+
+@register_loss("ppo", needs_ref=False, logps="token", data="prompt", advantage="gae",
+               paper="Schulman et al. 2017, Proximal Policy Optimization Algorithms, arXiv 1707.06347; "
+                     "Ouyang et al. 2022, Training language models to follow instructions with human "
+                     "feedback, arXiv 2203.02155",
+               equation="Eq. 9: L^CLIP − c1·L^VF (clipped value loss), GAE advantages, KL in the reward")
+def ppo(policy_tokens: torch.Tensor, old_tokens: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+        ref_tokens: torch.Tensor, values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, *,
+        epsilon_low: float = 0.2, epsilon_high: float = 0.2, value_clip: float = 0.2, vf_coef: float = 0.1,
+        beta: float = 0.0, kl: str = "k3", aggregation: str = "dapo") -> LossOutput:
+    """PPO with a critic (Schulman et al. 2017, Eq. 9; RLHF as Ouyang et al. 2022):
+    l_t = clipped surrogate_t + vf_coef · ½ max((V_t − R_t)², (clip(V_t, V_old ± value_clip) − R_t)²).
+
+    Â and R = Â + V_old from GAE (γ = rl.gamma, λ = rl.gae_lambda) on token rewards (the reward on
+    the last token, the KL to the reference per token when rl.kl_in_reward > 0, as TRL's PPO with
+    its kl_coef 0.05), whitened over the batch's tokens. Defaults are TRL's PPOConfig
+    (cliprange 0.2, cliprange_value 0.2, vf_coef 0.1, a token mean over the batch). Returns (B,)
+    shares of the step's loss numerator; metrics add ``value_loss``, ``value_clip_ratio`` and the
+    mean ``values``.
+    """
+    mask = mask.bool()
+    per_token, metrics = policy_token_losses(policy_tokens, old_tokens.detach(), advantages, mask,
+                                             ref_logp=ref_tokens.detach(), epsilon_low=epsilon_low,
+                                             epsilon_high=epsilon_high, beta=beta, kl=kl)
+    returns, old_values = returns.detach().to(values.dtype), old_values.detach().to(values.dtype)
+    clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
+    plain_error, clipped_error = (values - returns) ** 2, (clipped - returns) ** 2
+    value_loss = 0.5 * torch.maximum(plain_error, clipped_error)  # (B, T)
+    count = mask.sum().clamp(min=1)
+    metrics["value_loss"] = (torch.where(mask, value_loss, 0.0).sum() / count).detach()
+    metrics["value_clip_ratio"] = (torch.where(mask, clipped_error > plain_error, False).sum() / count).detach()
+    metrics["values"] = (torch.where(mask, values, 0.0).sum() / count).detach()
+    total = per_token + vf_coef * torch.where(mask, value_loss, 0.0)
+    return shares(total, mask, aggregation), metrics

@@ -35,7 +35,7 @@ import torch
 from alignlab.config import RolloutConfig
 from alignlab.decode.sampling import SamplingOptions, sample
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.forward import collate_sequences, frozen_logps
+from alignlab.forward import autocast_for, collate_sequences, eval_mode, frozen_logps
 from alignlab.kinds import DataKind, select
 from alignlab.kinds.prompt import PromptItem, Rollout
 from alignlab.losses.advantages import token_rewards
@@ -63,6 +63,8 @@ class _Row:
     """It ends with EOS (not clipped at the length limit)."""
     kl: list[float] | None
     """Per-token k1 to the reference, for the KL in the reward."""
+    values: list[float] | None = None
+    """PPO: the critic's per-token values at sampling time."""
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,13 @@ class RolloutPhase:
                  prompts: Sequence[PromptItem], model: Any, forward: torch.nn.Module, reference: Reference | None,
                  tokenizer: Any, pad_id: int, eos_id: int | Sequence[int], *, seed: int, rank: int = 0,
                  world: int = 1, precision: str | None = None,
-                 rewards: Sequence[tuple[str, Any]] | None = None) -> None:
+                 rewards: Sequence[tuple[str, Any]] | None = None, critic: torch.nn.Module | None = None) -> None:
         self.settings, self.entry, self.kind, self.prompts = settings, entry, kind, prompts
         self.loss_kwargs = dict(loss_kwargs)
         self.model, self.forward, self.reference, self.tokenizer = model, forward, reference, tokenizer
         self.pad_id, self.eos_id, self.seed, self.rank, self.world = pad_id, eos_id, seed, rank, world
         self.precision = precision
+        self.critic = critic  # PPO's value model (its training runs through ``forward``), else None
         hyper = {h.name: h.default for h in entry.contract.hyperparameters}
         self.aggregation = self.loss_kwargs.get("aggregation", hyper.get("aggregation", "grpo"))
         self.beta = float(self.loss_kwargs.get("beta", hyper.get("beta", 0.0)))
@@ -144,10 +147,12 @@ class RolloutPhase:
         kl_needed = self.settings.kl_in_reward > 0
         old = self._frozen(pairs, self._sampling_policy()) if self.iterations > 1 or kl_needed else None
         kl_tokens = [o - r for o, r in zip(old, self._frozen(pairs, self.reference), strict=True)] if kl_needed else None
+        values = self._values(pairs) if self.critic is not None else None
         # Advantages and statistics are over the step's global batch: every rank's rows, in order.
         local = [_Row(position * g + j, math.nan if combined[k] is None else float(combined[k]),
                       {name: scores[k] for name, scores in per_reward.items()}, len(c), bool(c) and c[-1] in eos,
-                      None if kl_tokens is None else kl_tokens[k].tolist())
+                      None if kl_tokens is None else kl_tokens[k].tolist(),
+                      None if values is None else values[k].tolist())
                  for k, ((_, c), position, j) in enumerate(zip(rows, [p for p in flat_positions for _ in range(g)],
                                                               [j for _ in flat for j in range(g)], strict=True))]
         everyone = self._gather(local)
@@ -159,7 +164,8 @@ class RolloutPhase:
                                 "(`alignlab rewards show NAME`) against the prompt file's fields")
         masks = [torch.ones(r.length, dtype=torch.bool) for r in everyone]
         kl_all = None if kl_tokens is None else [torch.tensor(r.kl, dtype=torch.float64) for r in everyone]
-        advantages = self._advantages(rewards, scorable, g, masks, kl_all)
+        values_all = None if values is None else [torch.tensor(r.values, dtype=torch.float64) for r in everyone]
+        advantages, returns = self._advantages(rewards, scorable, g, masks, kl_all, values_all)
         kl_sums = None if kl_all is None else torch.tensor([float(k.sum()) for k in kl_all], dtype=torch.float64)
         if kl_sums is not None and self.advantage.contract.level == "sequence":
             rewards = rewards - self.settings.kl_in_reward * kl_sums  # what the advantages saw
@@ -174,7 +180,9 @@ class RolloutPhase:
                     batch.append(Rollout(i, tuple(self.prompts[i].prompt_ids), tuple(c), advantages[row],
                                          float(rewards[row]) if scorable[row] else math.nan,
                                          not (c and c[-1] in eos),
-                                         None if old is None or self.iterations == 1 else tuple(old[k].tolist())))
+                                         None if old is None or self.iterations == 1 else tuple(old[k].tolist()),
+                                         None if values is None else tuple(values[k].tolist()),
+                                         None if returns is None else returns[row]))
                     k += 1
             rollouts.append(batch)
         return rollouts, self._metrics(everyone, rewards, scorable, g, kl_sums)
@@ -208,8 +216,10 @@ class RolloutPhase:
         return per_reward, combined
 
     def _advantages(self, rewards: torch.Tensor, scorable: torch.Tensor, g: int, masks: Sequence[torch.Tensor],
-                    kl_tokens: Sequence[torch.Tensor] | None) -> list[float | tuple[float, ...]]:
-        """Advantages in row order; unscorable completions are outside every statistic and get 0.
+                    kl_tokens: Sequence[torch.Tensor] | None, values: Sequence[torch.Tensor] | None
+                    ) -> tuple[list[float | tuple[float, ...]], list[tuple[float, ...]] | None]:
+        """Advantages in row order (and GAE's value targets, for PPO); unscorable completions are
+        outside every statistic and get 0.
 
         The KL in the reward (β = rl.kl_in_reward) is subtracted from a sequence estimator's reward
         as its sum over the completion, and placed per token for a token estimator (so a token's
@@ -222,21 +232,19 @@ class RolloutPhase:
         if contract.level == "sequence":
             if kl_tokens is not None:
                 filled = filled - beta * torch.tensor([float(k.sum()) for k in kl_tokens], dtype=filled.dtype)
-            values = self.advantage.obj(filled.view(-1, g), valid=valid, **options).reshape(-1)
-            return [float(v) for v in values]
-        width = max(len(m) for m in masks)
-        mask = torch.zeros(len(masks), width, dtype=torch.bool)
-        kl = torch.zeros(len(masks), width, dtype=torch.float64)
-        for r, m in enumerate(masks):
-            mask[r, :len(m)] = m & scorable[r]
-            if kl_tokens is not None:
-                kl[r, :len(m)] = kl_tokens[r].to(torch.float64)
-        per_token_kl = kl if kl_tokens is not None else None
+            out = self.advantage.obj(filled.view(-1, g), valid=valid, **options).reshape(-1)
+            return [float(v) for v in out], None
+        mask, per_token_kl, per_token_values = _padded(masks, scorable, kl_tokens, values)
+        returns = None
         if contract.rewards == "grouped":
-            values = self.advantage.obj(filled.view(-1, g), mask, per_token_kl, beta, valid=valid, **options)
+            out = self.advantage.obj(filled.view(-1, g), mask, per_token_kl, beta, valid=valid, **options)
+        elif contract.needs_values:
+            out, returns = self.advantage.obj(token_rewards(filled, mask, per_token_kl, beta), per_token_values,
+                                              mask, **options)
         else:
-            values = self.advantage.obj(token_rewards(filled, mask, per_token_kl, beta), mask, **options)
-        return [tuple(values[r, :len(m)].tolist()) for r, m in enumerate(masks)]
+            out = self.advantage.obj(token_rewards(filled, mask, per_token_kl, beta), mask, **options)
+        rows = [tuple(out[r, :len(m)].tolist()) for r, m in enumerate(masks)]
+        return rows, None if returns is None else [tuple(returns[r, :len(m)].tolist()) for r, m in enumerate(masks)]
 
     def _advantage_options(self) -> dict[str, Any]:
         return advantage_options(self.settings, self.advantage)
@@ -305,6 +313,20 @@ class RolloutPhase:
     def _sampling_policy(self) -> Any:
         return self.model
 
+    def _values(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[torch.Tensor]:
+        """The critic's per-token values of each row's completion, without gradients (GAE's V)."""
+        out = []
+        device = next(self.critic.parameters()).device
+        with torch.no_grad(), eval_mode(self.critic):
+            for start in range(0, len(rows), 64):
+                chunk = rows[start:start + 64]
+                batch = collate_sequences(chunk, self.pad_id).to(device)
+                with autocast_for(self.precision, device):
+                    v = self.critic(batch).float()
+                for row, (p, c) in enumerate(chunk):
+                    out.append(v[row, len(p):len(p) + len(c)].detach().cpu())
+        return out
+
     def _frozen(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]], model: Any) -> list[torch.Tensor]:
         """Per-token log-probs (at the sampling temperature, no gradients) of each row's completion."""
         out = []
@@ -342,12 +364,33 @@ class RolloutPhase:
         self.current = [[_rollout(r) for r in w] for w in state["rollouts"]]
 
 
+def _padded(masks: Sequence[torch.Tensor], scorable: torch.Tensor, *per_token: Sequence[torch.Tensor] | None
+            ) -> tuple[torch.Tensor, ...]:
+    """(B, T) mask of the scorable rows' tokens, and each per-token list right-padded to (B, T)
+    (None stays None)."""
+    width = max(len(m) for m in masks)
+    mask = torch.zeros(len(masks), width, dtype=torch.bool)
+    for r, m in enumerate(masks):
+        mask[r, :len(m)] = m & scorable[r]
+    padded: list[Any] = []
+    for values in per_token:
+        if values is None:
+            padded.append(None)
+            continue
+        out = torch.zeros(len(masks), width, dtype=torch.float64)
+        for r, v in enumerate(values):
+            out[r, :len(v)] = v.to(torch.float64)
+        padded.append(out)
+    return (mask, *padded)
+
+
 def _rollout(row: Mapping[str, Any]) -> Rollout:
     advantage = row["advantage"]
     old = row["old_logps"]
+    optional = {name: None if row.get(name) is None else tuple(row[name]) for name in ("old_values", "returns")}
     return Rollout(int(row["prompt_index"]), tuple(row["prompt_ids"]), tuple(row["completion_ids"]),
                    tuple(advantage) if isinstance(advantage, list) else float(advantage), float(row["reward"]),
-                   bool(row["truncated"]), None if old is None else tuple(old))
+                   bool(row["truncated"]), None if old is None else tuple(old), **optional)
 
 
 def advantage_estimator(settings: RolloutConfig, entry: Entry) -> Entry:
@@ -358,23 +401,34 @@ def advantage_estimator(settings: RolloutConfig, entry: Entry) -> Entry:
         estimator = ADVANTAGES.get(name)
     except ConfigError as error:
         raise ConfigError(f"rl.advantage: {error}") from None
-    if estimator.contract.needs_values:
+    trains_critic = "values" in entry.contract.inputs
+    if estimator.contract.needs_values and not trains_critic:
         raise ConfigError(f"rl.advantage={name!r} reads a value model's estimates, which loss {entry.name!r} "
-                          "does not train\n  hint: choose an estimator without values (grpo, rloo, reinforce_pp)")
+                          "does not train\n  hint: use train.loss=ppo, or an estimator without values "
+                          "(grpo, rloo, reinforce_pp)")
+    if trains_critic and not estimator.contract.needs_values:
+        raise ConfigError(f"loss {entry.name!r} trains a value model on GAE's returns, which rl.advantage={name!r} "
+                          "does not give\n  hint: rl.advantage=auto (gae)")
     advantage_options(settings, estimator)
     return estimator
 
 
 def advantage_options(settings: RolloutConfig, estimator: Entry) -> dict[str, Any]:
-    """rl.scale_rewards for an estimator that has a scale (GRPO's); a non-default scale for one
-    that has none is a mistake the user should hear of."""
-    if "scale" in inspect.signature(estimator.obj).parameters:
-        return {"scale": settings.scale_rewards}
+    """The rl settings an estimator takes: scale (GRPO's, from rl.scale_rewards; a non-default
+    scale for an estimator without one is a mistake the user should hear of), gamma, lam
+    (rl.gae_lambda), whiten (on: GAE's advantages whitened over the batch, as TRL's PPO)."""
+    parameters = inspect.signature(estimator.obj).parameters
+    options: dict[str, Any] = {}
+    for option, value in (("gamma", settings.gamma), ("lam", settings.gae_lambda), ("whiten", True)):
+        if option in parameters:
+            options[option] = value
+    if "scale" in parameters:
+        return {**options, "scale": settings.scale_rewards}
     if settings.scale_rewards != "group":
         raise ConfigError(f"rl.scale_rewards={settings.scale_rewards!r} but the advantage estimator "
                           f"{estimator.name!r} has no scale option\n  hint: remove rl.scale_rewards, "
                           "or use rl.advantage=grpo")
-    return {}
+    return options
 
 
 def build_rewards(settings: RolloutConfig) -> list[tuple[str, Any]]:

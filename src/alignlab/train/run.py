@@ -7,6 +7,7 @@ This module wires the pieces: data → tokens → model and reference → step �
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -33,6 +34,7 @@ from alignlab.models.ref_cache import (
     weights_fingerprint,
 )
 from alignlab.models.reference import AdapterReference, CopyReference, Reference
+from alignlab.models.value import PolicyAndValue, TokenValueModel
 from alignlab.registry import Entry
 from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.loop import Trainer
@@ -158,6 +160,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
                           "trained model on held-out prompts")
     rewards = None
     if kind.name == "prompt":  # a typo fails before the model loads
+        if world > 1 and config.train.distributed == "fsdp":
+            raise ConfigError("online RL samples from the policy, and sampling from FSDP-sharded weights is not "
+                              "supported yet\n  hint: train.distributed=ddp")
         advantage_estimator(config.rl, entry)
         rewards = build_rewards(config.rl)
     records = _records(config, config.data.path, entry, kind)  # data before any model: cheap checks first
@@ -183,9 +188,10 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     reference = _reference(mode, config, model, tokenizer, kind, items, eval_items, pad_id)
     forward = policy
     sharded = world > 1 and config.train.distributed == "fsdp"
-    if online and sharded:
-        raise ConfigError("online RL samples from the policy, and sampling from FSDP-sharded weights is not "
-                          "supported yet\n  hint: train.distributed=ddp")
+    critic = None
+    if online and "values" in entry.contract.inputs:  # PPO: a critic initialised from the policy, trained beside it
+        critic = TokenValueModel(copy.deepcopy(model)).train()
+        policy = forward = PolicyAndValue(policy, critic)
     if sharded:
         forward = shard(policy, model)
     elif world > 1:
@@ -197,7 +203,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         step = rollout = RolloutPhase(config.rl, entry, kwargs, kind, items, model, forward, reference, tokenizer,
                                       pad_id, RecordTokenizer(tokenizer, config.tokenize).eos_id,
                                       seed=config.train.seed, rank=rank, world=world,
-                                      precision=config.train.precision, rewards=rewards)
+                                      precision=config.train.precision, rewards=rewards, critic=critic)
     else:
         step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state)
     order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world,
@@ -217,6 +223,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         model = gathered_model(forward, lambda: load_policy(config.model, "cpu"), rank)
     if rank == 0:
         save_final(model, tokenizer, run_dir / "model", merge_lora=config.model.lora.merge_on_save)
+        if critic is not None:
+            critic.save_pretrained(run_dir / "value_model")
         summary = {"loss": config.train.loss, "reference": mode, "steps": trainer.step,
                    "examples": len(items), "last_train": last, "final_eval": final,
                    "skipped_nonfinite": trainer.counters["skipped_nonfinite"]}
