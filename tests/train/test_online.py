@@ -228,6 +228,10 @@ def e_count(prompt, completion, **columns):
     return float(completion.count("e"))
 
 
+def broken(prompt, completion, **columns):
+    return float("nan")
+
+
 def odd_none(prompt, completion, **columns):
     """None for a completion with an odd number of characters; its length otherwise."""
     return None if len(completion) % 2 else float(len(completion))
@@ -242,6 +246,12 @@ def test_unscorable_completions_are_counted_and_left_out(workspace, monkeypatch,
     assert math.isfinite(line["loss"]) and math.isfinite(line["reward"])
     # the mean reward is over the scorable completions only: an even length, never a None read as 0
     assert line["reward"] >= 0 and line["rewards/odd_none/mean"] == pytest.approx(line["reward"])
+
+
+def test_a_nan_reward_is_an_error_not_an_unscorable_completion(workspace, monkeypatch, one_thread):
+    monkeypatch.syspath_prepend(str(workspace))
+    with pytest.raises(AlignlabError, match=r"(?s)reward .broken. returned nan .*return None"):
+        in_process(workspace, "nan", "train.max_steps=1", 'rl.rewards=["test_rewards:broken"]')
 
 
 # ---- errors before any model loads --------------------------------------------------------------

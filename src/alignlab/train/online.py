@@ -206,6 +206,12 @@ class RolloutPhase:
             if len(scores) != len(texts):
                 raise AlignlabError(f"reward {name!r} returned {len(scores)} scores for {len(texts)} completions")
             per_reward[name] = [None if s is None else float(s) for s in scores]
+            bad = [k for k, v in enumerate(per_reward[name]) if v is not None and not math.isfinite(v)]
+            if bad:  # None is "cannot score"; NaN or inf is a broken reward, not a missing score
+                k = bad[0]
+                raise AlignlabError(f"reward {name!r} returned {per_reward[name][k]} for completion {k} of prompt "
+                                    f"{prompts[k].prompt!r}: {texts[k][:80]!r}\n  hint: return None where a completion "
+                                    "cannot be scored; a reward must be finite otherwise")
         combined: list[float | None] = []
         for k in range(len(texts)):
             values = [per_reward[name][k] for name, _ in self.rewards]
