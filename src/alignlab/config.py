@@ -199,6 +199,9 @@ class RolloutConfig:
     rollouts were sampled with."""
     batch_size: int = 16
     """Prompts per sampling call (each with its G completions)."""
+    mask_truncated: bool = False
+    """Leave completions that hit max_new_tokens without EOS out of the loss (DAPO's overlong
+    filtering, TRL's mask_truncated_completions); they still count in the group statistics."""
     gamma: float = 1.0
     """Discount of token-level returns (PPO's GAE, REINFORCE++); 1 is no discount."""
     gae_lambda: float = 0.95

@@ -123,6 +123,17 @@ def test_ppo_trains_its_critic_and_raises_the_reward(workspace, monkeypatch, one
     assert (run / "value_model" / "value_head.safetensors").is_file()
 
 
+def test_mask_truncated_leaves_clipped_completions_out_of_the_loss(workspace, one_thread):
+    """The tiny model almost never says EOS within 8 tokens: with rl.mask_truncated every
+    completion is clipped, nothing trains (loss 0, gradient 0) and the weights stay put."""
+    run = in_process(workspace, "masked", "train.max_steps=2", "train.log_every=1", "rl.mask_truncated=true")
+    lines = [r for r in records(run) if r["split"] == "train"]
+    assert all(r["completions/clipped_ratio"] == 1.0 for r in lines)
+    assert all(r["loss"] == 0.0 and r["grad_norm"] == 0.0 for r in lines)
+    start = load_file(workspace / "tiny" / "model.safetensors")
+    assert_identical(weights(run), start)
+
+
 def test_kl_term_reads_a_reference_and_is_logged(workspace, one_thread):
     """beta > 0 loads a frozen copy; the KL starts at 0 (policy = reference) and grows."""
     run = in_process(workspace, "kl", "train.max_steps=4", "train.log_every=1", "train.loss_kwargs={beta: 0.1}")

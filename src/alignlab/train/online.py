@@ -296,6 +296,9 @@ class RolloutPhase:
         available = self.kind.inputs(contract, batch, policy_out, ref_out)
         # Without a reference the KL term has weight 0: the policy's own (detached) log-probs make it exactly 0.
         available.setdefault("ref_tokens", policy_out.tokens.detach())
+        if self.settings.mask_truncated:  # DAPO's overlong filtering: a clipped completion trains nothing
+            kept = torch.tensor([not r.truncated for r in rollouts], device=device)
+            available["mask"] = available["mask"] & kept[:, None]
         losses, metrics = self.entry.obj(**select(contract, available, self.entry.name), **self.loss_kwargs)
         if ref_out is None:  # the KL against the policy's own log-probs is 0 by construction: not a measurement
             metrics = {k: v for k, v in metrics.items() if k != "kl"}
@@ -313,7 +316,7 @@ class RolloutPhase:
         width = max(len(r.completion_ids) for r in rollouts)
         mask = torch.zeros(len(rollouts), width, dtype=torch.bool)
         for row, r in enumerate(rollouts):
-            mask[row, :len(r.completion_ids)] = True
+            mask[row, :len(r.completion_ids)] = not (r.truncated and self.settings.mask_truncated)
         return mask
 
     def _sampling_policy(self) -> Any:
