@@ -12,6 +12,8 @@ with medians over ``--repeats`` timed runs after one warm-up each, it prints:
   reference pass);
 - positions the backbone runs on each path;
 - bytes autograd keeps for the backward on the packed path with and without the lean layers;
+- gradient checkpointing (``train.gradient_checkpointing``) on the packed path: time of forward +
+  backward and bytes kept for the backward, against the same path without it;
 - one AdamW step over the model's parameters: the single-tensor loop (``torch.optim.AdamW``'s
   CPU default) against the fused kernel the trainer uses;
 - collating the batch and building its packed layout (the Python side of a step).
@@ -20,6 +22,7 @@ with medians over ``--repeats`` timed runs after one warm-up each, it prints:
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import statistics
 import sys
@@ -34,6 +37,7 @@ from alignlab.forward import (
     CompletionLogps,  # noqa: E402
     collate_sequences,  # noqa: E402
 )
+from alignlab.forward.checkpointing import enable_gradient_checkpointing  # noqa: E402
 from alignlab.forward.lean import lean_layers, lean_modules  # noqa: E402
 from alignlab.forward.packing import pack, packed_hidden  # noqa: E402
 from bench_preference import MODELS  # noqa: E402
@@ -138,6 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     kept, lean = saved_bytes(packed_forward([])), saved_bytes(packed_forward(lean_modules(model)))
     print(f"| saved for the backward (packed) | {kept / 2**30:.2f} GiB | lean: {lean / 2**30:.2f} GiB | "
           f"{lean / kept:.2f}× |")
+
+    checkpointed_model = copy.deepcopy(model).train()
+    enable_gradient_checkpointing(checkpointed_model)
+    checkpointed = CompletionLogps(checkpointed_model, packing=True)
+
+    def kept_by(forward: CompletionLogps) -> int:
+        return saved_bytes(lambda: forward(batch).sum.sum())
+
+    model.train()
+    timing = alternate({"packed": train_pass(packed), "checkpointed": train_pass(checkpointed)}, args.repeats)
+    checkpointed_model.zero_grad(set_to_none=True)
+    kept_packed, kept_checkpointed = kept_by(packed), kept_by(checkpointed)
+    print(f"| gradient checkpointing (packed), forward + backward | {timing['packed']:.3f} s | "
+          f"checkpointed: {timing['checkpointed']:.3f} s | {timing['checkpointed'] / timing['packed']:.2f}× |")
+    print(f"| gradient checkpointing (packed), saved for the backward | {kept_packed / 2**30:.3f} GiB | "
+          f"checkpointed: {kept_checkpointed / 2**30:.3f} GiB | {kept_checkpointed / kept_packed:.2f}× |")
 
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3

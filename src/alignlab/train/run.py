@@ -23,6 +23,7 @@ from alignlab.data.records import RECORD_KINDS
 from alignlab.data.tokenize import RecordTokenizer, pad_id_of
 from alignlab.errors import ConfigError, DataError
 from alignlab.forward import CompletionLogps, eval_mode, pick_device
+from alignlab.forward.checkpointing import enable_gradient_checkpointing
 from alignlab.kinds import DataKind, get_kind
 from alignlab.losses.contract import get_loss
 from alignlab.models import RewardScores, load_policy, load_reward_model, load_tokenizer, save_final
@@ -185,12 +186,16 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         model = load_policy(config.model, device)
         policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config))
     model.train()
+    if config.train.gradient_checkpointing:
+        enable_gradient_checkpointing(getattr(model, "lm", model))  # a reward model's backbone is .lm
     reference = _reference(mode, config, model, tokenizer, kind, items, eval_items, pad_id)
     forward = policy
     sharded = world > 1 and config.train.distributed == "fsdp"
     critic = None
     if online and "values" in entry.contract.inputs:  # PPO: a critic initialised from the policy, trained beside it
         critic = TokenValueModel(copy.deepcopy(model)).train()
+        if config.train.gradient_checkpointing:
+            enable_gradient_checkpointing(critic.lm)
         policy = forward = PolicyAndValue(policy, critic)
     if sharded:
         forward = shard(policy, model)
