@@ -128,6 +128,16 @@ class TrainConfig:
     """Checkpoint every this many optimizer steps (and at the end); null: only at the end."""
     eval_every: int | None = None
     """Evaluate on data.eval_path every this many steps (and at the end); null: only at the end."""
+    best_metric: str = "loss"
+    """The eval metric that decides the best evaluation (keep_best, early stopping)."""
+    best_mode: Literal["min", "max"] = "min"
+    """Whether lower (a loss) or higher (an accuracy) best_metric is better."""
+    keep_best: bool = False
+    """Keep the best evaluation's model in RUN_DIR/best (with best.json) beside the last."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of best_metric; null never stops."""
+    early_stopping_min_delta: float = 0.0
+    """An improvement must beat the best by more than this."""
     log_every: int = 1
     """Write metrics every this many steps."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -157,6 +167,10 @@ class TrainConfig:
             require(value is None or value >= 1, key, f"must be at least 1, got {value}")
         ratio = self.warmup_ratio
         require(0 <= ratio < 1, "warmup_ratio", f"must be in [0, 1), got {ratio}")
+        require(self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+                "early_stopping_patience", f"must be at least 1 or null, got {self.early_stopping_patience}")
+        require(math.isfinite(self.early_stopping_min_delta) and self.early_stopping_min_delta >= 0,
+                "early_stopping_min_delta", f"must be >= 0, got {self.early_stopping_min_delta}")
         for key in ("save_every", "eval_every", "log_every", "chunk_size"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be at least 1, got {value}")
@@ -244,7 +258,7 @@ class RunConfig:
     """Online RL rollouts (prompt-only data): generations, rewards, advantages."""
 
 
-def check_run_config(config: RunConfig) -> None:
+def check_run_config(config: RunConfig, *, eval_given: bool = False) -> None:
     """Checks that need the registries: the loss exists and its hyperparameters are its own.
 
     Run before any training starts, so a typo fails in a second, not after the model loads.
@@ -255,6 +269,12 @@ def check_run_config(config: RunConfig) -> None:
         check_loss_kwargs(config.train.loss, config.train.loss_kwargs)
     except ConfigError as error:
         raise ConfigError(f"train.loss / train.loss_kwargs: {error}") from None
+    train = config.train
+    evaluates = (config.data.eval_path or eval_given) and train.eval_every
+    if (train.keep_best or train.early_stopping_patience is not None) and not evaluates:
+        option = "train.keep_best" if train.keep_best else "train.early_stopping_patience"
+        raise ConfigError(f"{option} compares evaluations during training, and this run makes none\n"
+                          "  hint: set data.eval_path and train.eval_every")
 
 
 

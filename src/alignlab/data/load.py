@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alignlab.data.formats import Drop, Note, detect_format, finegrained_ranked
-from alignlab.data.readers import Location, detect_file_kind, read_rows
+from alignlab.data.readers import InMemory, Location, detect_file_kind, read_rows
 from alignlab.data.records import (
     RECORD_KINDS,
     Judged,
@@ -104,8 +104,9 @@ class NoRecordsError(DataError):
         super().__init__(message, file=report.source, hint=hint, reason=reason)
 
 
-def load_records(source: str | Path, options: LoadOptions | None = None, **overrides: Any) -> LoadResult:
-    """Read a file, a folder of files, a saved dataset or a hub id into validated records.
+def load_records(source: str | Path | InMemory, options: LoadOptions | None = None, **overrides: Any) -> LoadResult:
+    """Read a file, a folder of files, a saved dataset, a hub id or rows in memory
+    (:func:`~alignlab.data.readers.in_memory`) into validated records.
 
     Raises :class:`NoRecordsError` when the source gives not a single record.
     """
@@ -138,9 +139,11 @@ def _check_options(options: LoadOptions) -> None:
         raise DataError(f"unknown record kind {options.kind!r}", hint=f"use one of {sorted(RECORD_KINDS)}")
 
 
-def _sources(source: str | Path) -> list[str]:
+def _sources(source: str | Path | InMemory) -> list[Any]:
     """A folder of data files (not a saved dataset) reads every file in it, in name order; a
     folder with none gives no files (reported as an empty folder once the report exists)."""
+    if isinstance(source, InMemory):
+        return [source]
     path = Path(source)
     if path.is_dir() and detect_file_kind_safe(path) != "datasets":
         files = sorted(p for p in path.iterdir() if p.is_file() and detect_file_kind_safe(p) not in (None, "hub"))
@@ -159,7 +162,10 @@ def _records(
     files: list[str], options: LoadOptions, report: LoadReport
 ) -> Iterator[tuple[Location, Record]]:
     for file in files:
-        source_name = Path(file).name.split(".")[0] if Path(file).exists() else file
+        if isinstance(file, InMemory):
+            source_name = file.name
+        else:
+            source_name = Path(file).name.split(".")[0] if Path(file).exists() else file
         for where, row in read_rows(file, split=options.split):
             report.rows += 1
             try:
@@ -179,7 +185,7 @@ def _no_records(files: list[str], options: LoadOptions, report: LoadReport) -> N
         return NoRecordsError("empty folder: it holds no data files", report, reason="empty folder",
                               hint="check the path; expected .jsonl/.json/.csv/.parquet files (optionally .gz)")
     if report.rows == 0:
-        if files != [report.source]:  # a folder of data files, each of them empty
+        if [str(f) for f in files] != [report.source]:  # a folder of data files, each of them empty
             names = ", ".join(Path(f).name for f in files[:MAX_EXAMPLES])
             return NoRecordsError(f"empty folder: no rows in its {_plural(len(files), 'data file')}", report,
                                   reason="empty file", hint=f"check the path; {names}: 0 rows")

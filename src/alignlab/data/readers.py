@@ -42,6 +42,39 @@ class Location:
 Row = tuple[Location, Any]
 
 
+@dataclass(frozen=True)
+class InMemory:
+    """Rows already in memory (a list of dicts, a ``datasets.Dataset``), read like a file: each
+    row's location is ``NAME: row N`` (1-based), so errors point at the row as they do in files."""
+
+    rows: Any
+    """A sequence of mappings, or anything iterable of them (a ``datasets.Dataset``)."""
+    name: str = "data"
+    """What errors call the source, e.g. "train_data"."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def in_memory(data: Any, name: str = "data") -> InMemory:
+    """``data`` (a list of dicts or a ``datasets.Dataset``) as a source for :func:`read_rows`.
+
+    A string or path is not in memory: pass it as the path itself."""
+    if isinstance(data, str | Path):
+        raise TypeError(f"{name}: {data!r} is a path; pass it as data.path (or the path itself)")
+    if isinstance(data, InMemory):
+        return data
+    if not hasattr(data, "__iter__"):
+        raise DataError(f"expected a list of rows (dicts) or a datasets.Dataset, got {type(data).__name__}",
+                        file=name, hint="e.g. train_data=[{\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}]")
+    return InMemory(data, name)
+
+
+def _read_memory(source: InMemory) -> Iterator[Row]:
+    for index, row in enumerate(source.rows, start=1):
+        yield Location(source.name, row=index), row
+
+
 def detect_file_kind(path: str | Path) -> str:
     """The reader for a path, from its suffix (``.gz`` allowed) or from what the directory holds."""
     p = Path(path)
@@ -76,13 +109,16 @@ def detect_file_kind(path: str | Path) -> str:
     )
 
 
-def read_rows(path: str | Path, kind: str | None = None, split: str = "train") -> Iterator[Row]:
+def read_rows(path: str | Path | InMemory, kind: str | None = None, split: str = "train") -> Iterator[Row]:
     """Yield ``(Location, row)`` for every row of a data source, in order.
 
     A row that cannot be parsed on its own (a malformed JSONL line, a CSV row with extra cells)
     is yielded as a :class:`DataError` in place of the row, so that the caller can skip it and
     go on; a file that cannot be read at all raises.
     """
+    if isinstance(path, InMemory):
+        yield from _read_memory(path)
+        return
     kind = kind or detect_file_kind(path)
     readers = {
         "jsonl": _read_jsonl,

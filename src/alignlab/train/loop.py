@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from alignlab.config import TrainConfig
 from alignlab.errors import AlignlabError
 from alignlab.forward import autocast_for
+from alignlab.train.best import BEST_DIR, BestTracker
 from alignlab.train.checkpoint import (
     TrainingState,
     capture_rng,
@@ -91,6 +92,8 @@ class Trainer:
         console: Console | None = None,
         rank: int = 0,
         sharded: bool = False,
+        export: Callable[[Path], Any] | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> None:
         self.settings, self.model, self.step_fn, self.order = settings, model, step, order
         self.run_dir, self.loss_state, self.evaluate = Path(run_dir), loss_state, evaluate
@@ -112,6 +115,9 @@ class Trainer:
             self.optimizer, lr_lambda(settings.schedule, warmup, self.total_steps))
         self.step, self.micro_batches, self.counters = 0, 0, {"skipped_nonfinite": 0, "tokens": 0}
         self.checkpoints = self.run_dir / "checkpoints"
+        # The best evaluation (keep_best, early stopping); ``export`` writes the model to a folder.
+        self.best = BestTracker(settings, self.run_dir, export)
+        self.callbacks = list(callbacks)  # objects with any of on_step, on_evaluate, on_save(trainer, ...)
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -124,7 +130,7 @@ class Trainer:
         with self._progress() as progress:
             task = progress.add_task("training", total=self.total_steps, completed=self.step, loss=float("nan"),
                                      speed=0.0, reward=float("nan"))
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not self.best.stopped:
                 started = time.perf_counter()
                 last = self._optimizer_step(device)
                 self.step += 1
@@ -135,13 +141,41 @@ class Trainer:
                                 reward=last.get("reward", float("nan")))
                 if self.step % self.settings.log_every == 0 or self.step == self.total_steps:
                     self.log({"split": "train", **last})
+                self._notify("on_step", {"split": "train", **last})
+                stop = False
                 if self.evaluate and self.settings.eval_every and self.step % self.settings.eval_every == 0:
-                    self.log({"split": "eval", "step": self.step, **self.evaluate()})
-                if self.settings.save_every and self.step % self.settings.save_every == 0:
+                    stop = self._evaluated(self.evaluate())
+                if stop or (self.settings.save_every and self.step % self.settings.save_every == 0):
                     self._save()
-        if not (self.settings.save_every and self.step % self.settings.save_every == 0):
+        if not (self.settings.save_every and self.step % self.settings.save_every == 0) and not self.best.stopped:
             self._save()
         return last
+
+    def _evaluated(self, metrics: Mapping[str, float]) -> bool:
+        """Log an evaluation, update the best one; True when early stopping ends the run now."""
+        record = {"split": "eval", "step": self.step, **metrics}
+        self.log(record)
+        self._notify("on_evaluate", record)
+        if not self.best.active:
+            return False
+        was_best = self.best.best_step
+        stop = self.best.update(self.step, metrics, writer=self.rank == 0)
+        if self.best.keep and self.best.best_step != was_best and self.rank == 0:
+            self.console.print(f"best {self.best.metric} {self.best.best:.4f} at step {self.step}: "
+                               f"{self.run_dir / BEST_DIR}")
+        if stop:
+            self.console.print(f"early stopping at step {self.step}: {self.best.metric} has not improved on "
+                               f"{self.best.best:.4f} (step {self.best.best_step}) for {self.best.stale} evaluations")
+        return stop
+
+    def _notify(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback that has it (rank 0 only: where the logs are)."""
+        if self.rank != 0:
+            return
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, *args)
 
     def _micro_batches(self) -> Iterator[tuple[list[int], int]]:
         """This step's micro-batches (example indices on this rank) and the step's global count."""
@@ -326,9 +360,10 @@ class Trainer:
             step=self.step, micro_batches=self.micro_batches, weights=weights,
             optimizer=optimizer, scheduler=self.scheduler.state_dict(),
             loss_state=self.loss_state.state_dict() if self.loss_state is not None else {},
-            rng=capture_rng(), counters=dict(self.counters),
+            rng=capture_rng(), counters={**self.counters, "best": self.best.state_dict()},
             rollout=self.rollout.state_dict() if self.rollout is not None else {})
-        save_checkpoint(self.checkpoints, state)
+        path = save_checkpoint(self.checkpoints, state)
+        self._notify("on_save", path)
 
     def _optimizer_state(self) -> dict[str, Any]:
         if self.sharded:
@@ -359,6 +394,7 @@ class Trainer:
             self.rollout.load_state_dict(state.rollout)
         restore_rng(state.rng)
         self.step, self.micro_batches, self.counters = state.step, state.micro_batches, dict(state.counters)
+        self.best.load_state_dict(self.counters.pop("best", {}))
         self.console.print(f"resumed from step {self.step} ({self.checkpoints})")
 
 

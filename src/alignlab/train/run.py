@@ -11,6 +11,8 @@ import copy
 import json
 import os
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from rich.console import Console
 
 from alignlab.config import RunConfig, check_run_config, dump_yaml
 from alignlab.data.load import load_records, with_options
+from alignlab.data.readers import in_memory
 from alignlab.data.records import RECORD_KINDS
 from alignlab.data.tokenize import RecordTokenizer, pad_id_of
 from alignlab.errors import ConfigError, DataError
@@ -26,7 +29,14 @@ from alignlab.forward import CompletionLogps, eval_mode, pick_device
 from alignlab.forward.checkpointing import enable_gradient_checkpointing
 from alignlab.kinds import DataKind, get_kind
 from alignlab.losses.contract import get_loss
-from alignlab.models import RewardScores, load_policy, load_reward_model, load_tokenizer, save_final
+from alignlab.models import (
+    RewardScores,
+    add_lora,
+    load_policy,
+    load_reward_model,
+    load_tokenizer,
+    save_final,
+)
 from alignlab.models.ref_cache import (
     CachedReference,
     RefCache,
@@ -45,6 +55,10 @@ from alignlab.train.steps import make_step
 
 EVAL_KEY = "eval/"
 """Prefix of the eval set's sequences in the reference cache (train and eval indices overlap)."""
+
+
+RECORD_TYPES = frozenset(RECORD_KINDS.values())
+"""Record classes: training data given as these is used as it is."""
 
 
 def resolve_reference_mode(config: RunConfig) -> str:
@@ -120,21 +134,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_training(config: RunConfig, console: Console | None = None) -> Path:
-    """Train as ``config`` says; resume from the run directory's last checkpoint if there is one."""
+def run_training(config: RunConfig, console: Console | None = None, *, train_data: Any = None,
+                 eval_data: Any = None, model: Any = None, tokenizer: Any = None,
+                 callbacks: Sequence[Any] = ()) -> Path:
+    """Train as ``config`` says; resume from the run directory's last checkpoint if there is one.
+
+    What is already in memory replaces what the config would load: ``train_data`` / ``eval_data``
+    (a list of dicts in any supported format, a ``datasets.Dataset``, or records) for data.path /
+    data.eval_path, ``model`` (a causal LM, or a reward model for reward-model losses) and
+    ``tokenizer`` for model.name_or_path. ``callbacks``: objects with any of ``on_step(trainer,
+    record)``, ``on_evaluate(trainer, record)``, ``on_save(trainer, checkpoint_path)``.
+    """
     console = console or Console()
-    check_run_config(config)
+    given = Given(train_data, eval_data, model, tokenizer, tuple(callbacks))
+    check_run_config(config, eval_given=eval_data is not None)
     mode = resolve_reference_mode(config)
     entry = get_loss(config.train.loss)
-    if config.data.path is None:
-        raise ConfigError("data.path is not set\n  hint: give a data file, e.g. data.path=pairs.jsonl")
-    if config.model.name_or_path is None:
+    if config.data.path is None and train_data is None:
+        raise ConfigError("data.path is not set\n  hint: give a data file, e.g. data.path=pairs.jsonl "
+                          "(or train_data=... in Python)")
+    if config.model.name_or_path is None and model is None:
         raise ConfigError("model.name_or_path is not set\n  hint: e.g. model.name_or_path=./tiny "
-                          "(make one with `alignlab init-tiny-model ./tiny`)")
+                          "(make one with `alignlab init-tiny-model ./tiny`), or model=... in Python")
+    if model is not None and tokenizer is None and not (config.model.tokenizer or config.model.name_or_path):
+        raise ConfigError("a model object needs its tokenizer: pass tokenizer=..., or set model.tokenizer")
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized()
     rank, world = _distributed()
     try:
-        run_dir = _train(config, console, mode, entry, rank, world)
+        run_dir = _train(config, console, mode, entry, rank, world, given)
         if owns_group:  # no rank leaves while another still saves: a gloo group torn down by
             torch.distributed.barrier()  # one exiting rank aborts its peers
         return run_dir
@@ -143,7 +170,27 @@ def run_training(config: RunConfig, console: Console | None = None) -> Path:
             torch.distributed.destroy_process_group()
 
 
-def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: int, world: int) -> Path:
+@dataclass(frozen=True)
+class Given:
+    """What the caller of :func:`run_training` brought in memory (None: load as the config says)."""
+
+    train_data: Any = None
+    eval_data: Any = None
+    model: Any = None
+    tokenizer: Any = None
+    callbacks: tuple[Any, ...] = ()
+
+    def source(self, data: Any, path: str | None, name: str) -> Any:
+        """What to read: rows in memory (named for errors), else the config's path."""
+        if data is None:
+            return path
+        if isinstance(data, Sequence) and data and all(type(r) in RECORD_TYPES for r in data):
+            return list(data)  # already records
+        return in_memory(data, name)
+
+
+def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: int, world: int,
+           given: Given) -> Path:
     run_dir = Path(config.train.output_dir)
     _write_config(run_dir, config, rank)
     seed_everything(config.train.seed)
@@ -155,7 +202,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         raise ConfigError(f"loss {entry.name!r} needs at least {min_batch} examples a batch (its KL "
                           f"estimate pairs each prompt with another example's completion): set "
                           f"train.batch_size >= {min_batch}")
-    if kind.name == "prompt" and config.data.eval_path:
+    train_source = given.source(given.train_data, config.data.path, "train_data")
+    eval_source = given.source(given.eval_data, config.data.eval_path, "eval_data")
+    if kind.name == "prompt" and eval_source:
         raise ConfigError("data.eval_path is not read by online RL yet (its evaluation would sample "
                           "and score completions)\n  hint: remove data.eval_path; `alignlab generate` scores a "
                           "trained model on held-out prompts")
@@ -166,25 +215,28 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
                               "supported yet\n  hint: train.distributed=ddp")
         advantage_estimator(config.rl, entry)
         rewards = build_rewards(config.rl)
-    records = _records(config, config.data.path, entry, kind)  # data before any model: cheap checks first
-    eval_records = _records(config, config.data.eval_path, entry, kind) if config.data.eval_path else []
-    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path,
-                               trust_remote_code=config.model.trust_remote_code)
-    items = _tokenized(config, kind, config.data.path, records, tokenizer, console)
-    eval_items = _tokenized(config, kind, config.data.eval_path, eval_records, tokenizer, console) if eval_records else []
+    if given.model is not None and world > 1 and config.train.distributed == "fsdp":
+        raise ConfigError("a model object cannot be trained with train.distributed=fsdp yet (the final "
+                          "model is rebuilt from model.name_or_path)\n  hint: train.distributed=ddp")
+    records = _records(config, train_source, entry, kind)  # data before any model: cheap checks first
+    eval_records = _records(config, eval_source, entry, kind) if eval_source else []
+    tokenizer = given.tokenizer or load_tokenizer(config.model.tokenizer or config.model.name_or_path,
+                                                  trust_remote_code=config.model.trust_remote_code)
+    items = _tokenized(config, kind, str(train_source if given.train_data is None else "train_data"), records,
+                       tokenizer, console)
+    eval_items = _tokenized(config, kind, str(eval_source if given.eval_data is None else "eval_data"),
+                            eval_records, tokenizer, console) if eval_records else []
     pad_id = pad_id_of(tokenizer)
 
     online = entry.contract.data == "prompt"
     if kind.reward_model:
-        model = load_reward_model(config.model, device, tokenizer)
+        model = given.model.to(device) if given.model is not None else load_reward_model(config.model, device, tokenizer)
         policy: torch.nn.Module = RewardScores(model)
-    elif online:  # the objective's log-probs are those of the distribution the rollouts were drawn from
-        model = load_policy(config.model, device)
-        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config),
-                                 temperature=config.rl.temperature, entropy=True)
     else:
-        model = load_policy(config.model, device)
-        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config))
+        model = _policy(config, given.model, device)
+        # Online RL: the objective's log-probs are those of the distribution the rollouts were drawn from.
+        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config),
+                                 temperature=config.rl.temperature if online else 1.0, entropy=online)
     model.train()
     if config.train.gradient_checkpointing:
         enable_gradient_checkpointing(getattr(model, "lm", model))  # a reward model's backbone is .lm
@@ -218,8 +270,16 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
                               key_prefix=EVAL_KEY)
         evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
+    if sharded and config.train.keep_best:
+        raise ConfigError("train.keep_best with train.distributed=fsdp is not supported yet (the best model "
+                          "would need its shards gathered at every improvement)\n  hint: train.distributed=ddp")
+
+    def export(folder: Path) -> None:  # the best evaluation's model (train.keep_best), as the final one
+        save_final(model, tokenizer, folder, merge_lora=config.model.lora.merge_on_save)
+
     trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, rollout=rollout,
-                      evaluate=evaluate, console=console, rank=rank, sharded=sharded)
+                      evaluate=evaluate, console=console, rank=rank, sharded=sharded, export=export,
+                      callbacks=given.callbacks)
     last = trainer.fit()
     final = evaluate() if evaluate else {}
     if final and rank == 0:
@@ -232,14 +292,28 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
             critic.save_pretrained(run_dir / "value_model")
         summary = {"loss": config.train.loss, "reference": mode, "steps": trainer.step,
                    "examples": len(items), "last_train": last, "final_eval": final,
-                   "skipped_nonfinite": trainer.counters["skipped_nonfinite"]}
+                   "skipped_nonfinite": trainer.counters["skipped_nonfinite"],
+                   "best": trainer.best.state_dict() if trainer.best.active else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
         console.print(f"done: {trainer.step} steps; model in {run_dir / 'model'}; metrics in {run_dir / 'metrics.jsonl'}")
     return run_dir
 
 
-def _records(config: RunConfig, path: str, entry: Entry, data_kind: DataKind) -> list[Any]:
-    """Validated records of the kind the loss trains on (pairs split for KTO when asked)."""
+def _policy(config: RunConfig, given: Any, device: torch.device) -> Any:
+    """The causal LM to train: loaded as model.* says, or the caller's own (LoRA added if asked)."""
+    if given is None:
+        return load_policy(config.model, device)
+    model = given.to(device)
+    if config.model.lora.enabled and not hasattr(model, "peft_config"):
+        model = add_lora(model, config.model.lora, task_type="CAUSAL_LM")
+    return model
+
+
+def _records(config: RunConfig, path: Any, entry: Entry, data_kind: DataKind) -> list[Any]:
+    """Validated records of the kind the loss trains on (pairs split for KTO when asked); ``path``
+    is a file, rows in memory, or records already."""
+    if isinstance(path, list):
+        return path
     if data_kind.name == "prompt":  # prompts of any prompt-bearing format, other fields as columns
         return data_kind.read(path)
     kind = data_kind.records
