@@ -140,6 +140,9 @@ class TrainConfig:
     """An improvement must beat the best by more than this."""
     log_every: int = 1
     """Write metrics every this many steps."""
+    report_to: tuple[str, ...] | None = None
+    """Trackers beside metrics.jsonl: any of tensorboard, wandb, mlflow (each an extra:
+    pip install 'alignlab[wandb]'); null: TensorBoard when it is installed."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """A NaN/inf loss or gradient: stop (keeping the last good checkpoint) or skip the step, counted."""
     chunk_size: int = 1024

@@ -10,6 +10,7 @@ micro-batches (and ranks) divided by their number of examples, so batch 8 × 1 e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -40,6 +41,7 @@ from alignlab.train.fsdp import (
     load_full_state,
 )
 from alignlab.train.order import ExampleOrder
+from alignlab.train.tracking import Trackers, check_trackers
 
 
 class NonFiniteError(AlignlabError):
@@ -94,6 +96,7 @@ class Trainer:
         sharded: bool = False,
         export: Callable[[Path], Any] | None = None,
         callbacks: Sequence[Any] = (),
+        trackers: Trackers | None = None,
     ) -> None:
         self.settings, self.model, self.step_fn, self.order = settings, model, step, order
         self.run_dir, self.loss_state, self.evaluate = Path(run_dir), loss_state, evaluate
@@ -118,6 +121,7 @@ class Trainer:
         # The best evaluation (keep_best, early stopping); ``export`` writes the model to a folder.
         self.best = BestTracker(settings, self.run_dir, export)
         self.callbacks = list(callbacks)  # objects with any of on_step, on_evaluate, on_save(trainer, ...)
+        self.trackers = trackers  # made on the first log when not given (rank 0 only)
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -322,28 +326,16 @@ class Trainer:
     # ---- persistence ---------------------------------------------------------------------------
 
     def log(self, record: Mapping[str, Any]) -> None:
-        """One JSON line in metrics.jsonl, and TensorBoard scalars when tensorboard is installed."""
+        """One JSON line in metrics.jsonl, and the same scalars to each tracker (train.report_to)."""
         if self.rank != 0:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(dict(record)) + "\n")
-        writer = self._tensorboard()
-        if writer is not None:
-            for name, value in record.items():
-                if isinstance(value, int | float) and name != "step":
-                    writer.add_scalar(f"{record.get('split', 'train')}/{name}", value, record.get("step", self.step))
-            writer.flush()
-
-    def _tensorboard(self) -> Any:
-        if not hasattr(self, "_writer"):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                self._writer = None
-            else:
-                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self._writer
+        if self.trackers is None:
+            self.trackers = Trackers(check_trackers(self.settings.report_to), self.run_dir,
+                                     {"train": dataclasses.asdict(self.settings)})
+        self.trackers.log(record, int(record.get("step", self.step)))
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         if self.sharded:

@@ -52,6 +52,8 @@ from alignlab.train.loop import Trainer
 from alignlab.train.online import RolloutPhase, advantage_estimator, build_rewards
 from alignlab.train.order import ExampleOrder
 from alignlab.train.steps import make_step
+from alignlab.train.tracking import Trackers, check_trackers
+from alignlab.typed_yaml import to_dict
 
 EVAL_KEY = "eval/"
 """Prefix of the eval set's sequences in the reference cache (train and eval indices overlap)."""
@@ -148,6 +150,7 @@ def run_training(config: RunConfig, console: Console | None = None, *, train_dat
     console = console or Console()
     given = Given(train_data, eval_data, model, tokenizer, tuple(callbacks))
     check_run_config(config, eval_given=eval_data is not None)
+    report_to = check_trackers(config.train.report_to)  # a tracker not installed fails before any model loads
     mode = resolve_reference_mode(config)
     entry = get_loss(config.train.loss)
     if config.data.path is None and train_data is None:
@@ -161,7 +164,7 @@ def run_training(config: RunConfig, console: Console | None = None, *, train_dat
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized()
     rank, world = _distributed()
     try:
-        run_dir = _train(config, console, mode, entry, rank, world, given)
+        run_dir = _train(config, console, mode, entry, rank, world, given, report_to)
         if owns_group:  # no rank leaves while another still saves: a gloo group torn down by
             torch.distributed.barrier()  # one exiting rank aborts its peers
         return run_dir
@@ -190,7 +193,7 @@ class Given:
 
 
 def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: int, world: int,
-           given: Given) -> Path:
+           given: Given, report_to: tuple[str, ...] = ()) -> Path:
     run_dir = Path(config.train.output_dir)
     _write_config(run_dir, config, rank)
     seed_everything(config.train.seed)
@@ -279,11 +282,13 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
 
     trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, rollout=rollout,
                       evaluate=evaluate, console=console, rank=rank, sharded=sharded, export=export,
-                      callbacks=given.callbacks)
+                      callbacks=given.callbacks, trackers=Trackers(report_to, run_dir, to_dict(config)) if rank == 0 else None)
     last = trainer.fit()
     final = evaluate() if evaluate else {}
     if final and rank == 0:
         trainer.log({"split": "eval", "step": trainer.step, "final": True, **final})
+    if trainer.trackers is not None:
+        trainer.trackers.close()
     if sharded:  # gather the shards into a plain model on rank 0 (a collective: every rank calls)
         model = gathered_model(forward, lambda: load_policy(config.model, "cpu"), rank)
     if rank == 0:
