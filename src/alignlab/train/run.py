@@ -47,6 +47,7 @@ from alignlab.models.ref_cache import (
 from alignlab.models.reference import AdapterReference, CopyReference, Reference
 from alignlab.models.value import PolicyAndValue, TokenValueModel
 from alignlab.registry import Entry
+from alignlab.train.card import DataSource, fingerprint_source, write_model_card
 from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.loop import Trainer
 from alignlab.train.online import RolloutPhase, advantage_estimator, build_rewards
@@ -225,10 +226,14 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     eval_records = _records(config, eval_source, entry, kind) if eval_source else []
     tokenizer = given.tokenizer or load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                                   trust_remote_code=config.model.trust_remote_code)
-    items = _tokenized(config, kind, str(train_source if given.train_data is None else "train_data"), records,
-                       tokenizer, console)
-    eval_items = _tokenized(config, kind, str(eval_source if given.eval_data is None else "eval_data"),
-                            eval_records, tokenizer, console) if eval_records else []
+    train_name = str(train_source) if given.train_data is None else "train_data (in memory)"
+    eval_name = str(eval_source) if given.eval_data is None else "eval_data (in memory)"
+    items = _tokenized(config, kind, train_name, records, tokenizer, console)
+    eval_items = _tokenized(config, kind, eval_name, eval_records, tokenizer, console) if eval_records else []
+    data_sources = [DataSource("train", train_name, fingerprint_source(train_source, records), len(records), len(items))]
+    if eval_records:
+        data_sources.append(DataSource("eval", eval_name, fingerprint_source(eval_source, eval_records),
+                                       len(eval_records), len(eval_items)))
     pad_id = pad_id_of(tokenizer)
 
     online = entry.contract.data == "prompt"
@@ -300,6 +305,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
                    "skipped_nonfinite": trainer.counters["skipped_nonfinite"],
                    "best": trainer.best.state_dict() if trainer.best.active else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
+        write_model_card(run_dir / "model", config, summary, data_sources)
         console.print(f"done: {trainer.step} steps; model in {run_dir / 'model'}; metrics in {run_dir / 'metrics.jsonl'}")
     return run_dir
 
