@@ -233,12 +233,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def nothing_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading a model or tokenizer fails the test: an empty file must stop the run first."""
     import alignlab.models as models
+    import alignlab.train.run as run  # imported before the patch, so that its own names stay real
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model or tokenizer was loaded before the empty file was reported")
 
     for name in ("load_policy", "load_reward_model", "load_tokenizer"):
         monkeypatch.setattr(models, name, refuse)
+        if hasattr(run, name):  # run.py imported the names: patch them where they are called
+            monkeypatch.setattr(run, name, refuse)
 
 
 def test_train_on_an_empty_file_names_it_before_loading_a_model(

@@ -216,7 +216,9 @@ def test_sft_prompt_completion(tmp_path):
     assert result.report.formats == {"sft": 1}
 
 
-def test_sft_messages_splits_off_final_assistant_turns(tmp_path):
+def test_sft_messages_keeps_the_conversation_from_the_first_assistant_turn(tmp_path):
+    """The prompt is what comes before the first reply; the completion the rest (tokenization
+    supervises its assistant turns only, tests/data/test_multiturn_sft.py)."""
     rows = [
         {"messages": [system("Be kind."), user("Hi"), assistant("Hello!")]},
         {
@@ -232,7 +234,7 @@ def test_sft_messages_splits_off_final_assistant_turns(tmp_path):
     result = load_rows(tmp_path, rows)
     assert [(r.prompt, r.completion) for r in result.records] == [
         ((system("Be kind."), user("Hi")), (assistant("Hello!"),)),
-        ((user("Hi"), assistant("Hello!"), user("Bye")), (assistant("See"), assistant("you"))),
+        ((user("Hi"),), (assistant("Hello!"), user("Bye"), assistant("See"), assistant("you"))),
     ]
     assert result.report.formats == {"sft_messages": 2}
 

@@ -52,3 +52,18 @@ def test_a_run_without_adapters_and_a_missing_folder_are_errors(tmp_path):
         merge_adapters(full, tmp_path / "out")
     with pytest.raises(AlignlabError, match="does not exist"):
         merge_adapters(tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_the_merge_and_push_commands(lora_run, tmp_path, monkeypatch, capsys):
+    from alignlab.cli import main
+
+    run, _ = lora_run
+    assert main(["merge", str(run), str(tmp_path / "cli-merged")]) == 0
+    assert (tmp_path / "cli-merged" / "model.safetensors").is_file()
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    capsys.readouterr()
+    assert main(["push", str(run), "someone/model"]) != 0
+    captured = capsys.readouterr()
+    assert "HF_HUB_OFFLINE" in captured.out + captured.err

@@ -337,13 +337,16 @@ def test_ddp_last_global_batch_smaller_than_world(workspace):
 def nothing_loads(monkeypatch):
     """Loading a model (or a tokenizer) fails the test: a conflict must be caught first."""
     import alignlab.models as models
+    import alignlab.train.run as run  # imported before the patch, so that its own names stay real
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model or tokenizer was loaded before the conflict was reported")
 
     for name in ("load_policy", "load_reward_model"):
         monkeypatch.setattr(models, name, refuse)
-    return lambda: monkeypatch.setattr(models, "load_tokenizer", refuse)
+        if hasattr(run, name):  # run.py imported the names: patch them where they are called
+            monkeypatch.setattr(run, name, refuse)
+    return lambda: (monkeypatch.setattr(models, "load_tokenizer", refuse), monkeypatch.setattr(run, "load_tokenizer", refuse))
 
 
 def start(workspace: Path, *overrides: str) -> None:

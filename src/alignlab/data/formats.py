@@ -332,13 +332,16 @@ def sft(row: Mapping[str, Any], source: str) -> Converted:
 
 @register("sft_messages", ("messages",), "sft")
 def sft_messages(row: Mapping[str, Any], source: str) -> Converted:
-    """A whole conversation; the final assistant turns are the completion, the rest the prompt."""
+    """A whole conversation: the turns before the first assistant reply are the prompt, the rest
+    (every assistant turn, with the user/tool turns between them) the completion; tokenization
+    supervises the assistant turns only (all of them by default, TRL's ``assistant_only_loss``)."""
     messages = row["messages"]
     if not is_chat(messages):
         raise FieldError("messages", "expected a list of chat messages", "", "mistyped field")
-    n = len(messages)
-    while n > 0 and isinstance(messages[n - 1], Mapping) and messages[n - 1].get("role") == "assistant":
-        n -= 1
-    if n == len(messages):
+    if not messages or not isinstance(messages[-1], Mapping) or messages[-1].get("role") != "assistant":
         raise FieldError("messages", "conversation does not end with an assistant turn", "", "no completion")
-    return [SFTExample(list(messages[:n]), list(messages[n:]), **_extras(row, ("source", "id"), source))]
+    first = next(i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "assistant")
+    if first == 0:
+        raise FieldError("messages", "conversation starts with an assistant turn: nothing prompts it", "",
+                         "no prompt")
+    return [SFTExample(list(messages[:first]), list(messages[first:]), **_extras(row, ("source", "id"), source))]

@@ -122,9 +122,16 @@ def check_prompt(value: Any, name: str = "prompt") -> Text:
     return text
 
 
-def check_completion(name: str, value: Any, prompt: Text) -> Text:
-    """A completion matches its prompt's form: a chat prompt takes assistant messages."""
+def check_completion(name: str, value: Any, prompt: Text, *, multi_turn: bool = False) -> Text:
+    """A completion matches its prompt's form: a chat prompt takes assistant messages, or with
+    ``multi_turn`` (SFT) the rest of a conversation, starting and ending with an assistant turn."""
     text = check_text(name, value, allow_empty=True)
+    if multi_turn and is_chat(text) and {m["role"] for m in text} - {"assistant", "tool"}:
+        if text[0]["role"] != "assistant" or text[-1]["role"] != "assistant":
+            raise FieldError(name, "a multi-turn completion must start and end with an assistant turn, got "
+                             f"{text[0]['role']} … {text[-1]['role']}", "the prompt holds the turns before the "
+                             "first assistant reply", "invalid chat role")
+        return text
     if is_chat(prompt) and isinstance(text, str):
         return (FrozenMessage(role="assistant", content=text),)
     if isinstance(prompt, str) and is_chat(text):
@@ -316,7 +323,9 @@ class Judged:
 
 @dataclass(frozen=True)
 class SFTExample:
-    """A prompt and the response to imitate."""
+    """A prompt and the response to imitate. In a chat, the completion may be the rest of a
+    conversation (assistant turns with user/tool turns between them): tokenization supervises
+    its assistant turns (all, or the last ones: ``tokenize.assistant_turns``), never the others."""
 
     prompt: Text
     completion: Text
@@ -328,7 +337,7 @@ class SFTExample:
         _set(
             self,
             prompt=prompt,
-            completion=check_completion("completion", self.completion, prompt),
+            completion=check_completion("completion", self.completion, prompt, multi_turn=True),
             source=check_optional_str("source", self.source),
             id=check_optional_str("id", self.id),
         )

@@ -42,6 +42,9 @@ class TokenizeOptions:
     """Over a limit: "truncate" cuts the completion (which then has no EOS), "drop" the record."""
     chat_template: str | None = None
     """A Jinja chat template to use instead of ``tokenizer.chat_template``."""
+    assistant_turns: Literal["all", "last"] = "all"
+    """SFT on a multi-turn conversation: supervise every assistant turn (TRL's
+    assistant_only_loss) or only the last ones; system, user and tool turns never."""
 
     def __post_init__(self) -> None:
         for key in ("max_length", "max_prompt_length", "max_completion_length"):
@@ -50,6 +53,8 @@ class TokenizeOptions:
                     f"must be a positive integer or null, got {value!r}")
         require(self.completion_overflow in ("truncate", "drop"), "completion_overflow",
                 f"must be 'truncate' or 'drop', got {self.completion_overflow!r}")
+        require(self.assistant_turns in ("all", "last"), "assistant_turns",
+                f"must be 'all' or 'last', got {self.assistant_turns!r}")
         if self.max_length is not None and self.max_prompt_length is not None:
             require(self.max_prompt_length < self.max_length, "max_prompt_length",
                     f"({self.max_prompt_length}) must be less than max_length ({self.max_length}), "
@@ -82,6 +87,9 @@ class TokenizedCompletion:
     prompt_ids: Ids
     completion_ids: Ids
     record: Feedback | SFTExample
+    supervised: tuple[bool, ...] | None = None
+    """Per completion token, whether the loss reads it (a multi-turn conversation: its assistant
+    turns, not the user/tool turns between them); None: every token."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,12 @@ class RecordTokenizer:
             if out is None:
                 return None
             return TokenizedRanked(out[0], tuple(ids for ids, _, _ in out[1]), record)
+        if isinstance(record, SFTExample) and _multi_turn(record.completion, self.options.assistant_turns):
+            out = self._encode(record.prompt, {"completion": (record.completion, ASSISTANT_TURNS)})
+            if out is None:
+                return None
+            ids, weights, _ = out[1][0]
+            return TokenizedCompletion(out[0], ids, record, tuple(w > 0 for w in weights))
         if isinstance(record, (Feedback, SFTExample)):
             out = self._encode(record.prompt, {"completion": (record.completion, None)})
             return None if out is None else TokenizedCompletion(out[0], out[1][0][0], record)
@@ -239,6 +253,8 @@ class RecordTokenizer:
             completion_text = self._completion_text(prompt, prompt_text, completion, name)
             ids = self._split(prompt_text, raw_prompt, completion_text, name)
             ids = self._end(ids, chat=is_chat(prompt))
+            if weights is ASSISTANT_TURNS:
+                weights = self._assistant_weights(prompt, completion, prompt_text, ids)
             finished.append((ids, self._check_weights(weights, ids, name)))
         prompt_ids = self._fit_prompt(self._with_bos(raw_prompt, from_template=is_chat(prompt)))
         fitted = [self._fit_completion(len(prompt_ids), ids, w) for ids, w in finished]
@@ -390,6 +406,58 @@ class RecordTokenizer:
         """A whitespace token, as templates put after an end-of-turn token."""
         return token_id not in self.special_ids and not self._decode([token_id]).strip()
 
+    def _assistant_weights(self, prompt: Text, completion: Text, prompt_text: str, ids: list[int]) -> Weights:
+        """1.0 on the tokens of the supervised assistant turns of a multi-turn completion, 0.0 on
+        the rest: each turn's characters are where the rendering of the conversation up to and
+        including it extends the rendering up to it with the generation prompt, so the template's
+        end-of-turn token belongs to the turn it ends and the next role header does not."""
+        messages = tuple(prompt) + tuple(completion)
+        full = self._render(messages, add_generation_prompt=False)
+        turns = [i for i in range(len(prompt), len(messages)) if messages[i]["role"] == "assistant"]
+        if self.options.assistant_turns == "last":
+            last_other = max(i for i, m in enumerate(messages) if m["role"] != "assistant")
+            turns = [i for i in turns if i > last_other]
+        spans = []
+        for i in turns:
+            before = self._render(messages[:i], add_generation_prompt=True)
+            through = self._render(messages[:i + 1], add_generation_prompt=False)
+            if not (full.startswith(before) and full.startswith(through) and len(through) > len(before)):
+                raise TokenizationError(
+                    f"the chat template does not render assistant turn {i} as an extension of the turns before "
+                    "it, so its tokens cannot be told apart\n  hint: pass tokenize.chat_template with a template "
+                    "that renders a conversation's prefixes as prefixes of it, or tokenize.assistant_turns=last")
+            spans.append((len(before) - len(prompt_text), len(through) - len(prompt_text)))
+        total = len(full) - len(prompt_text)  # the rendered completion's length
+        weights = []
+        for start, end in self._char_spans(prompt_text, full[len(prompt_text):], ids):
+            if start >= total:  # an EOS appended after the rendering: it ends the last turn
+                inside = bool(spans) and spans[-1][1] >= total
+            else:
+                inside = any(a <= start and end <= b for a, b in spans)
+            weights.append(1.0 if inside else 0.0)
+        return tuple(weights)
+
+    def _char_spans(self, prompt_text: str, completion_text: str, ids: list[int]) -> list[tuple[int, int]]:
+        """Each completion token's characters in the rendered completion, from the fast tokenizer's
+        offsets of the joint encoding; decoded prefixes where the ids are not its tail (a token
+        merged across the boundary, a slow tokenizer). Tokens past the text get (len, len + 1)."""
+        past = len(completion_text)
+        raw = self._ids(prompt_text)
+        if self._offsets:
+            enc = self.tokenizer(prompt_text + completion_text, add_special_tokens=False, return_offsets_mapping=True)
+            joint, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+            tail = joint[len(raw):]
+            shared = min(len(ids), len(tail))
+            if joint[:len(raw)] == raw and tail[:shared] == list(ids[:shared]):
+                spans = [(max(0, a - len(prompt_text)), b - len(prompt_text)) for a, b in offsets[len(raw):len(raw) + shared]]
+                return spans + [(past, past + 1)] * (len(ids) - shared)
+        spans, previous = [], 0
+        for k in range(len(ids)):
+            end = max(previous, min(len(self._decode(ids[:k + 1])), past + 1))
+            spans.append((previous, end))
+            previous = end
+        return spans
+
     def _check_weights(self, weights: Weights, ids: list[int], name: str) -> Weights:
         if weights is None:
             return None
@@ -429,6 +497,15 @@ class RecordTokenizer:
         if self.options.completion_overflow == "drop":
             return "dropped_overlong"
         return ids[:budget], None if weights is None else weights[:budget], True
+
+
+ASSISTANT_TURNS: Any = object()
+"""Sentinel weights of a multi-turn SFT completion: computed from its assistant turns."""
+
+
+def _multi_turn(completion: Text, assistant_turns: str) -> bool:
+    """Whether a completion needs a supervision mask: it holds turns other than assistant ones."""
+    return is_chat(completion) and any(m["role"] != "assistant" for m in completion)
 
 
 __all__ = [

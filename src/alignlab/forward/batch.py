@@ -54,9 +54,13 @@ def collate_sequences(
     pad_id: int,
     weights: Sequence[Sequence[float] | None] | None = None,
     keys: Sequence[str | None] | None = None,
+    supervised: Sequence[Sequence[bool] | None] | None = None,
 ) -> SequenceBatch:
     """Right-pad ``(prompt_ids, completion_ids)`` sequences into one batch; sequences with equal
-    prompt ids share a ``groups`` id (numbered in order of first appearance)."""
+    prompt ids share a ``groups`` id (numbered in order of first appearance). ``supervised``
+    (per row, one bool per completion token, or None for all) leaves tokens out of the completion
+    mask: they stay in the input, and no log-prob is computed for them (a multi-turn chat's user
+    turns)."""
     length = max(len(p) + len(c) for p, c in pairs)
     group_of: dict[tuple[int, ...], int] = {}
     groups = torch.tensor([group_of.setdefault(tuple(p), len(group_of)) for p, _ in pairs], dtype=torch.long)
@@ -72,6 +76,10 @@ def collate_sequences(
         input_ids[i, :end] = torch.tensor([*prompt, *reply], dtype=torch.long)
         attention[i, :end] = True
         completion[i, len(prompt):end] = True
+        if supervised is not None and supervised[i] is not None:
+            if len(supervised[i]) != len(reply):
+                raise ValueError(f"row {i}: {len(supervised[i])} supervision flags for {len(reply)} completion tokens")
+            completion[i, len(prompt):end] = torch.tensor(supervised[i], dtype=torch.bool)
         if token_weights is not None and weights[i] is not None:  # type: ignore[index]
             token_weights[i, len(prompt):end] = torch.tensor(weights[i], dtype=torch.float32)  # type: ignore[index]
     return SequenceBatch(input_ids, attention, completion, token_weights, groups,

@@ -119,10 +119,12 @@ def pack(batch: SequenceBatch) -> PackedLayout:
     attention, completion = batch.attention_mask.bool(), batch.completion_mask.bool()
     n, length = ids.shape
     ends = attention.sum(-1)
-    prompts = ends - completion.sum(-1)
+    # The prompt ends at the first completion token; later tokens may be left out of the mask
+    # (a multi-turn chat's user turns): they are input of the completion branch, not targets.
+    prompts = torch.where(completion.any(-1), completion.int().argmax(-1), ends)
     position = torch.arange(length, device=ids.device)
     real = position < ends[:, None]
-    if not (torch.equal(attention, real) and torch.equal(completion, real & (position >= prompts[:, None]))):
+    if not (torch.equal(attention, real) and not bool((completion & ~(real & (position >= prompts[:, None]))).any())):
         raise ValueError("pack needs right-padded rows of prompt then completion tokens (collate_sequences)")
     ends_list, prompt_list = ends.tolist(), prompts.tolist()
     if min(prompt_list) < 1:
@@ -151,7 +153,7 @@ def pack(batch: SequenceBatch) -> PackedLayout:
             # The first completion token is predicted by the prompt's last position, the others
             # by the completion token before them (none for an empty completion).
             before = torch.cat([torch.tensor([start + p - 1]), offset + torch.arange(max(count - 1, 0))])
-            predictors[row] = before[:count]
+            predictors[row] = before[:count][completion[row, p:ends_list[row]].cpu()]  # supervised tokens only
             completions.append((offset, offset + count))
             offset += count
         segments += _group_segments(prompt, completions, ids.device)

@@ -38,7 +38,10 @@ class SFT(DataKind):
     def collate(self, items: Sequence[TokenizedCompletion], indices: Sequence[int], pad_id: int,
                 contract: LossContract, prefix: str = "") -> KindBatch:
         rows, keys = self.rows(items, indices, contract, prefix)
-        return KindBatch(len(items), collate_sequences(rows, pad_id, keys=keys), self.fields(items, contract))
+        # A multi-turn chat's user/tool turns are input only: out of the completion mask.
+        supervised = [getattr(i, "supervised", None) for i in items] + [None] * (len(rows) - len(items))
+        return KindBatch(len(items), collate_sequences(rows, pad_id, keys=keys, supervised=supervised),
+                         self.fields(items, contract))
 
     def rows(self, items: Sequence[TokenizedCompletion], indices: Sequence[int], contract: LossContract,
              prefix: str) -> tuple[list[tuple[Sequence[int], Sequence[int]]], list[str]]:

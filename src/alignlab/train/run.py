@@ -235,6 +235,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         data_sources.append(DataSource("eval", eval_name, fingerprint_source(eval_source, eval_records),
                                        len(eval_records), len(eval_items)))
     pad_id = pad_id_of(tokenizer)
+    if mode == "cache" and any(not all(getattr(i, "supervised", None) or (True,)) for i in items):
+        raise ConfigError("multi-turn SFT leaves user turns out of the loss, and the reference cache stores "
+                          "whole completions\n  hint: train.reference=copy (or adapters with LoRA)")
 
     online = entry.contract.data == "prompt"
     if kind.reward_model:
