@@ -45,7 +45,7 @@ def test_nll_token_mean():
     losses, metrics = nll(tokens, mask)
     losses.sum().backward()
     assert losses.tolist() == pytest.approx([1.5 * LOG2, 0.0, 3 * LOG2], abs=1e-12)
-    assert metrics["tokens"].tolist() == [2.0, 0.0, 1.0]
+    assert metrics["completion_tokens"].tolist() == [2.0, 0.0, 1.0]
     assert tokens.grad.tolist() == [[-0.5, -0.5, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
 
 

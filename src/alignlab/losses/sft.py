@@ -31,7 +31,7 @@ def nll(policy_tokens: torch.Tensor, mask: torch.Tensor) -> LossOutput:
     mask = mask.bool()
     tokens = mask.sum(dim=-1)
     losses = -torch.where(mask, policy_tokens, 0.0).sum(dim=-1) / tokens.clamp(min=1)
-    return losses, {"tokens": tokens.float()}
+    return losses, {"completion_tokens": tokens.float()}  # not "tokens": the loop logs the step's own count
 
 
 @register_loss("poft", needs_ref=False, logps="mean", data="sft",

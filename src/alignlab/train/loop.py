@@ -249,8 +249,8 @@ class Trainer:
         self.counters["tokens"] += tokens
         count = max(examples, 1)
         loss = loss_total / (prepared.units if prepared is not None else count)
-        return {"loss": loss, "grad_norm": grad_norm, "tokens": tokens,
-                **{name: value / count for name, value in sums.items()},
+        return {**{name: value / count for name, value in sums.items()},
+                "loss": loss, "grad_norm": grad_norm, "tokens": tokens,  # the loop's own, never a loss metric's
                 **(dict(prepared.metrics) if prepared is not None else {})}
 
     def _advances(self) -> bool:

@@ -35,16 +35,26 @@ IDS_FILE = "trackers.json"
 def check_trackers(report_to: Sequence[str] | None) -> tuple[str, ...]:
     """The trackers to use; an unknown or missing one is a ConfigError with the install hint."""
     if report_to is None:
-        return ("tensorboard",) if importlib.util.find_spec("tensorboard") is not None else ()
+        return ("tensorboard",) if _installed("tensorboard") else ()
     chosen = tuple(report_to)
     for name in chosen:
         if name not in BACKENDS:
             raise ConfigError(f"train.report_to: unknown tracker {name!r}; choose from {', '.join(BACKENDS)}")
-        module, extra = BACKENDS[name]
-        if importlib.util.find_spec(module) is None:
+        _, extra = BACKENDS[name]
+        if not _installed(name):
             raise ConfigError(f"train.report_to names {name!r}, which is not installed\n"
                               f"  hint: pip install 'alignlab[{extra}]'")
     return chosen
+
+
+def _installed(name: str) -> bool:
+    if name == "tensorboard":  # torch's writer is the one used: it needs the tensorboard package
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return importlib.util.find_spec(BACKENDS[name][0]) is not None
 
 
 class Trackers:
