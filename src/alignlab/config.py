@@ -182,6 +182,31 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class OPASettings:
+    """OPA-DPO (Yang et al. 2025, arXiv 2501.09695): revise the policy's samples, SFT on the
+    revisions, then DPO against that policy as the reference (alignlab.train.online_pairs)."""
+
+    reviser: str | None = None
+    """A "module:function" of your own, f(prompt, completion, **columns) -> str | None, that
+    minimally corrects a sample (None drops it); set: the run is OPA-DPO."""
+    ground_truth_column: str | None = None
+    """A prompt field holding a reference answer y_gt: imitated by the SFT step, and paired as
+    y_gt over each sample."""
+    sft_lr: float | None = None
+    """Learning rate of the OPA alignment (SFT) step; null: train.lr."""
+    sft_epochs: float = 1.0
+    """Passes of the SFT step over the revisions and ground truths."""
+    sft_steps: int | None = None
+    """Optimizer steps of the SFT step; when set it replaces sft_epochs."""
+
+    def __post_init__(self) -> None:
+        require(self.sft_lr is None or (math.isfinite(self.sft_lr) and self.sft_lr > 0), "sft_lr",
+                f"must be positive or null, got {self.sft_lr}")
+        require(self.sft_epochs > 0, "sft_epochs", f"must be positive, got {self.sft_epochs}")
+        require(self.sft_steps is None or self.sft_steps >= 1, "sft_steps", f"must be at least 1, got {self.sft_steps}")
+
+
+@dataclass(frozen=True)
 class RolloutConfig:
     """Online RL: how each optimizer step samples from the policy and scores what it sampled.
 
@@ -227,6 +252,13 @@ class RolloutConfig:
     """Discount of token-level returns (PPO's GAE, REINFORCE++); 1 is no discount."""
     gae_lambda: float = 0.95
     """GAE's λ (PPO): 1 is the Monte-Carlo return, 0 the one-step TD error."""
+    pairs: Literal["best_worst", "all"] | None = None
+    """Online DPO: with a loss on paired data (dpo, ipo, simpo, ...) and prompt-only data, rank
+    each prompt's num_generations samples by the rewards and train on the best against the worst
+    (best_worst) or on every two with a higher reward first (all); ties are never paired. Each
+    num_iterations steps sample anew (1: online DPO, more: iterative DPO). null: pairs from the data."""
+    opa: OPASettings = field(default_factory=OPASettings)
+    """OPA-DPO: a reviser of the policy's samples and the SFT step before DPO."""
 
     def __post_init__(self) -> None:
         for key in ("num_generations", "max_new_tokens", "num_iterations", "batch_size"):
@@ -243,6 +275,8 @@ class RolloutConfig:
         if self.reward_weights is not None:
             require(len(self.reward_weights) == len(self.rewards), "reward_weights",
                     f"has {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
+        require(self.pairs is None or self.num_generations >= 2, "num_generations",
+                f"online pairs rank at least 2 samples a prompt, got {self.num_generations}")
 
 
 @dataclass(frozen=True)

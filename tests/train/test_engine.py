@@ -117,7 +117,7 @@ def test_evaluation_uses_the_true_reference(tiny, tmp_path):
         assert finals["auto"][name] == pytest.approx(finals["copy"][name], rel=1e-4, abs=1e-6), name
 
 
-@pytest.mark.parametrize("name", ["sft", "dpo", "simpo", "kto", "reward_model", "grpo", "rloo", "ppo"])
+@pytest.mark.parametrize("name", ["sft", "dpo", "simpo", "kto", "reward_model", "grpo", "rloo", "ppo", "online_dpo"])
 def test_examples_run_and_save_a_loadable_model(name, tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 

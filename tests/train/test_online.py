@@ -205,6 +205,21 @@ def test_ddp_two_ranks_match_one_process(workspace):
     assert worst <= 1e-5, worst
 
 
+def test_online_dpo_ddp_two_ranks_match_one_process(workspace):
+    """Online DPO (rl.pairs) on 2 ranks × 2 prompts against 1 process × 4: the same pairs and
+    losses at every step, the same weights to float rounding."""
+    common = ("train.loss=dpo", "train.loss_kwargs={beta: 0.1}", "train.reference=copy", "rl.pairs=best_worst",
+              "train.max_steps=3", "train.save_every=null")
+    check_ok(train(workspace, "train.output_dir=pairs_single", "train.batch_size=4", *common))
+    check_ok(torchrun(workspace, "train.output_dir=pairs_ddp", "train.batch_size=2", *common))
+    got, want = records(workspace / "pairs_ddp"), records(workspace / "pairs_single")
+    for g, w in zip(got, want, strict=True):
+        for name in ("loss", "reward", "pairs", "tokens"):
+            assert g[name] == pytest.approx(w[name], abs=1e-6), name
+    a, b = weights(workspace / "pairs_ddp"), weights(workspace / "pairs_single")
+    assert max(float((a[n] - b[n]).abs().max()) for n in a) <= 1e-5
+
+
 # ---- exact resume -----------------------------------------------------------------------------
 
 

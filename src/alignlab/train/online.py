@@ -197,29 +197,8 @@ class RolloutPhase:
 
     def _score(self, prompt_rows: Sequence[int], texts: Sequence[str]) -> tuple[dict[str, list[float | None]],
                                                                                 list[float | None]]:
-        prompts = [self.prompts[i] for i in prompt_rows]
-        names = sorted({n for p in prompts for n in p.columns})
-        columns = {n: [p.columns.get(n) for p in prompts] for n in names}
-        per_reward: dict[str, list[float | None]] = {}
-        for name, reward in self.rewards:
-            scores = list(reward([p.prompt for p in prompts], list(texts), columns))
-            if len(scores) != len(texts):
-                raise AlignlabError(f"reward {name!r} returned {len(scores)} scores for {len(texts)} completions")
-            per_reward[name] = [None if s is None else float(s) for s in scores]
-            bad = [k for k, v in enumerate(per_reward[name]) if v is not None and not math.isfinite(v)]
-            if bad:  # None is "cannot score"; NaN or inf is a broken reward, not a missing score
-                k = bad[0]
-                raise AlignlabError(f"reward {name!r} returned {per_reward[name][k]} for completion {k} of prompt "
-                                    f"{prompts[k].prompt!r}: {texts[k][:80]!r}\n  hint: return None where a completion "
-                                    "cannot be scored; a reward must be finite otherwise")
-        combined: list[float | None] = []
-        for k in range(len(texts)):
-            values = [per_reward[name][k] for name, _ in self.rewards]
-            if any(v is None for v in values):
-                combined.append(self.settings.unscorable_reward)  # None unless the user chose a value
-            else:
-                combined.append(sum(w * v for w, v in zip(self.weights, values, strict=True)))  # type: ignore[misc]
-        return per_reward, combined
+        return score_completions(self.rewards, self.weights, [self.prompts[i] for i in prompt_rows], texts,
+                                 self.settings.unscorable_reward)
 
     def _advantages(self, rewards: torch.Tensor, scorable: torch.Tensor, g: int, masks: Sequence[torch.Tensor],
                     kl_tokens: Sequence[torch.Tensor] | None, values: Sequence[torch.Tensor] | None
@@ -400,6 +379,35 @@ def _rollout(row: Mapping[str, Any]) -> Rollout:
     return Rollout(int(row["prompt_index"]), tuple(row["prompt_ids"]), tuple(row["completion_ids"]),
                    tuple(advantage) if isinstance(advantage, list) else float(advantage), float(row["reward"]),
                    bool(row["truncated"]), None if old is None else tuple(old), **optional)
+
+
+def score_completions(rewards: Sequence[tuple[str, Any]], weights: Sequence[float], prompts: Sequence[PromptItem],
+                      texts: Sequence[str], unscorable: float | None = None
+                      ) -> tuple[dict[str, list[float | None]], list[float | None]]:
+    """Every reward's scores of ``texts`` (completion k of prompt ``prompts[k]``, whose columns the
+    rewards see), and their weighted sum (None where a reward cannot score, unless ``unscorable``)."""
+    names = sorted({n for p in prompts for n in p.columns})
+    columns = {n: [p.columns.get(n) for p in prompts] for n in names}
+    per_reward: dict[str, list[float | None]] = {}
+    for name, reward in rewards:
+        scores = list(reward([p.prompt for p in prompts], list(texts), columns))
+        if len(scores) != len(texts):
+            raise AlignlabError(f"reward {name!r} returned {len(scores)} scores for {len(texts)} completions")
+        per_reward[name] = [None if s is None else float(s) for s in scores]
+        bad = [k for k, v in enumerate(per_reward[name]) if v is not None and not math.isfinite(v)]
+        if bad:  # None is "cannot score"; NaN or inf is a broken reward, not a missing score
+            k = bad[0]
+            raise AlignlabError(f"reward {name!r} returned {per_reward[name][k]} for completion {k} of prompt "
+                                f"{prompts[k].prompt!r}: {texts[k][:80]!r}\n  hint: return None where a completion "
+                                "cannot be scored; a reward must be finite otherwise")
+    combined: list[float | None] = []
+    for k in range(len(texts)):
+        values = [per_reward[name][k] for name, _ in rewards]
+        if any(v is None for v in values):
+            combined.append(unscorable)
+        else:
+            combined.append(sum(w * v for w, v in zip(weights, values, strict=True)))  # type: ignore[misc]
+    return per_reward, combined
 
 
 def advantage_estimator(settings: RolloutConfig, entry: Entry) -> Entry:

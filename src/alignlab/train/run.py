@@ -51,6 +51,11 @@ from alignlab.train.card import DataSource, fingerprint_source, write_model_card
 from alignlab.train.fsdp import gathered_model, shard
 from alignlab.train.loop import Trainer
 from alignlab.train.online import RolloutPhase, advantage_estimator, build_rewards
+from alignlab.train.online_pairs import (
+    OnlinePairsPhase,
+    online_pairs_reference_mode,
+    run_opa_from_config,
+)
 from alignlab.train.order import ExampleOrder
 from alignlab.train.steps import make_step
 from alignlab.train.tracking import Trackers, check_trackers
@@ -69,7 +74,17 @@ def resolve_reference_mode(config: RunConfig) -> str:
     entry = get_loss(config.train.loss)
     mode = config.train.reference
     if entry.contract.data == "prompt":
+        if config.rl.pairs is not None or config.rl.opa.reviser is not None:
+            raise ConfigError(f"rl.pairs and rl.opa train a loss on paired data, not {entry.name!r}\n"
+                              "  hint: train.loss=dpo (or ipo, simpo, ...), or remove rl.pairs / rl.opa")
         return _online_reference_mode(config, entry)
+    if config.rl.pairs is not None or config.rl.opa.reviser is not None:
+        if entry.contract.data != "paired":
+            raise ConfigError(f"rl.pairs and rl.opa train a loss on paired data, but {entry.name!r} trains on "
+                              f"{entry.contract.data} data\n  hint: train.loss=dpo (or ipo, simpo, ...)")
+        if config.rl.opa.reviser is not None:
+            return "copy"  # OPA-DPO's reference: the policy after its SFT step (checked there)
+        return online_pairs_reference_mode(mode, config.model.lora.enabled, entry)
     if not entry.contract.needs_ref:
         if mode not in ("auto", "none"):
             raise ConfigError(f"train.reference={mode!r} but loss {entry.name!r} uses no reference: "
@@ -201,6 +216,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     device = pick_device(config.train.device) if world == 1 else _rank_device(config.train.device, rank)
 
     kind = get_kind(entry.contract.data)
+    # Online pairs (and OPA-DPO) read prompts and train a paired loss on the policy's samples.
+    sampled_pairs = config.rl.pairs is not None or config.rl.opa.reviser is not None
+    data_kind = get_kind("prompt") if sampled_pairs else kind
     min_batch = kind.min_batch(entry.contract)
     if config.train.batch_size < min_batch:
         raise ConfigError(f"loss {entry.name!r} needs at least {min_batch} examples a batch (its KL "
@@ -208,27 +226,31 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
                           f"train.batch_size >= {min_batch}")
     train_source = given.source(given.train_data, config.data.path, "train_data")
     eval_source = given.source(given.eval_data, config.data.eval_path, "eval_data")
-    if kind.name == "prompt" and eval_source:
+    if data_kind.name == "prompt" and eval_source:
         raise ConfigError("data.eval_path is not read by online RL yet (its evaluation would sample "
                           "and score completions)\n  hint: remove data.eval_path; `alignlab generate` scores a "
                           "trained model on held-out prompts")
     rewards = None
-    if kind.name == "prompt":  # a typo fails before the model loads
+    if data_kind.name == "prompt":  # a typo fails before the model loads
         if world > 1 and config.train.distributed == "fsdp":
             raise ConfigError("online RL samples from the policy, and sampling from FSDP-sharded weights is not "
                               "supported yet\n  hint: train.distributed=ddp")
-        advantage_estimator(config.rl, entry)
-        rewards = build_rewards(config.rl)
+        if world > 1 and config.rl.opa.reviser is not None:
+            raise ConfigError("OPA-DPO runs in one process for now\n  hint: run it without torchrun")
+        if kind.name == "prompt":
+            advantage_estimator(config.rl, entry)
+        if kind.name == "prompt" or config.rl.pairs is not None:
+            rewards = build_rewards(config.rl)
     if given.model is not None and world > 1 and config.train.distributed == "fsdp":
         raise ConfigError("a model object cannot be trained with train.distributed=fsdp yet (the final "
                           "model is rebuilt from model.name_or_path)\n  hint: train.distributed=ddp")
-    records = _records(config, train_source, entry, kind)  # data before any model: cheap checks first
+    records = _records(config, train_source, entry, data_kind)  # data before any model: cheap checks first
     eval_records = _records(config, eval_source, entry, kind) if eval_source else []
     tokenizer = given.tokenizer or load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                                   trust_remote_code=config.model.trust_remote_code)
     train_name = str(train_source) if given.train_data is None else "train_data (in memory)"
     eval_name = str(eval_source) if given.eval_data is None else "eval_data (in memory)"
-    items = _tokenized(config, kind, train_name, records, tokenizer, console)
+    items = _tokenized(config, data_kind, train_name, records, tokenizer, console)
     eval_items = _tokenized(config, kind, eval_name, eval_records, tokenizer, console) if eval_records else []
     data_sources = [DataSource("train", train_name, fingerprint_source(train_source, records), len(records), len(items))]
     if eval_records:
@@ -251,6 +273,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     model.train()
     if config.train.gradient_checkpointing:
         enable_gradient_checkpointing(getattr(model, "lm", model))  # a reward model's backbone is .lm
+    if config.rl.opa.reviser is not None:
+        return _opa(config, console, model, policy, tokenizer, items, pad_id)
     reference = _reference(mode, config, model, tokenizer, kind, items, eval_items, pad_id)
     forward = policy
     sharded = world > 1 and config.train.distributed == "fsdp"
@@ -267,7 +291,12 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     state = entry.contract.state() if entry.contract.state is not None else None
     kwargs = dict(config.train.loss_kwargs)
     rollout = None
-    if online:
+    if config.rl.pairs is not None:
+        step = rollout = OnlinePairsPhase(config.rl, entry, kwargs, items, model, forward, reference, tokenizer,
+                                          pad_id, RecordTokenizer(tokenizer, config.tokenize).eos_id,
+                                          seed=config.train.seed, rank=rank, world=world, rewards=rewards,
+                                          state=state)
+    elif online:
         step = rollout = RolloutPhase(config.rl, entry, kwargs, kind, items, model, forward, reference, tokenizer,
                                       pad_id, RecordTokenizer(tokenizer, config.tokenize).eos_id,
                                       seed=config.train.seed, rank=rank, world=world,
@@ -321,6 +350,21 @@ def _policy(config: RunConfig, given: Any, device: torch.device) -> Any:
     if config.model.lora.enabled and not hasattr(model, "peft_config"):
         model = add_lora(model, config.model.lora, task_type="CAUSAL_LM")
     return model
+
+
+def _opa(config: RunConfig, console: Console, model: Any, policy: torch.nn.Module, tokenizer: Any,
+         items: list[Any], pad_id: int) -> Path:
+    """OPA-DPO (alignlab.train.online_pairs.run_opa_dpo): one process, its two stages in
+    train.output_dir/opa and /dpo, the final model where every run puts it."""
+    run_dir = Path(config.train.output_dir)
+    data, aligned, last, _ = run_opa_from_config(config, model, policy, tokenizer,
+                                                 RecordTokenizer(tokenizer, config.tokenize), items, pad_id, console)
+    save_final(model, tokenizer, run_dir / "model", merge_lora=config.model.lora.merge_on_save)
+    summary = {"loss": config.train.loss, "reference": "opa", "examples": len(items), "opa": data.stats,
+               "last_opa": aligned, "last_train": last}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
+    console.print(f"done: OPA-DPO; model in {run_dir / 'model'}")
+    return run_dir
 
 
 def _records(config: RunConfig, path: Any, entry: Entry, data_kind: DataKind) -> list[Any]:
