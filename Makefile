@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_ranking.py --limit 200
 	$(BIN)/python bench/bench_generate.py --model a --out runs/bench/generate_a.json
 	$(BIN)/python bench/bench_generate.py --model b --out runs/bench/generate_b.json
+	$(BIN)/python bench/bench_online.py --model a --out runs/bench/online_a.json
+	$(BIN)/python bench/bench_online.py --model b --steps 6 --out runs/bench/online_b.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

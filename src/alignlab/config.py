@@ -149,8 +149,9 @@ class TrainConfig:
     """Completion positions per chunk through the output layer (memory vs. speed)."""
     packing: Literal["auto", "on", "off"] = "auto"
     """Run each batch as one packed row, every shared prompt encoded once and no padding
-    (Llama, Mistral, Qwen2, Qwen3 models); "auto" packs where the model supports it, "on" fails
-    where it does not, "off" keeps right-padded rows. Same numbers up to float rounding."""
+    (Llama, Mistral, Qwen2, Qwen3 models); "auto" packs where the model supports it (but not
+    online RL's rollouts, where it measured slower), "on" fails where it does not, "off" keeps
+    right-padded rows. Same numbers up to float rounding."""
     gradient_checkpointing: bool = False
     """Keep only each decoder layer's input and recompute the layer in the backward pass: less
     activation memory for about one more forward of time; composes with packing, the lean layers

@@ -133,8 +133,14 @@ def _online_reference_mode(config: RunConfig, entry: Entry) -> str:
     return mode
 
 
-def packing_choice(config: RunConfig) -> bool | None:
-    """train.packing as CompletionLogps takes it: None packs where the model supports it."""
+def packing_choice(config: RunConfig, online: bool = False) -> bool | None:
+    """train.packing as CompletionLogps takes it: None packs where the model supports it.
+
+    "auto" does not pack online RL's rollouts: a short prompt shared by G long completions saves
+    few positions, and the packed attention then runs one small call per completion and layer;
+    bench/bench_online.py measured the packed GRPO update 1.4–2× slower than the padded one."""
+    if online and config.train.packing == "auto":
+        return False
     return {"auto": None, "on": True, "off": False}[config.train.packing]
 
 
@@ -268,7 +274,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     else:
         model = _policy(config, given.model, device)
         # Online RL: the objective's log-probs are those of the distribution the rollouts were drawn from.
-        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config),
+        policy = CompletionLogps(model, config.train.chunk_size, packing_choice(config, online),
                                  temperature=config.rl.temperature if online else 1.0, entropy=online)
     model.train()
     if config.train.gradient_checkpointing:
