@@ -189,10 +189,33 @@ def _options(factory: Any, defaults: bool = False) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from alignlab.config import load_config
-    from alignlab.train.run import run_training
+    from alignlab.train.api import train
 
-    run_training(load_config(args.config, args.overrides), console)
+    train(args.config, overrides=args.overrides, console=console)  # the Python API, from a shell
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.config import load_config
+    from alignlab.train.doctor import diagnose, render
+
+    report = diagnose(load_config(args.config, args.overrides))
+    render(report, console)
+    return 0 if report.ok else 1
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.models.merge import merge_adapters
+
+    out = merge_adapters(args.run_dir, args.out, trust_remote_code=args.trust_remote_code)
+    console.print(f"merged model written to {out} (load it with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.train.card import push_run
+
+    console.print(f"pushed {Path(args.run_dir) / 'model'} to {push_run(args.run_dir, args.repo_id, private=args.private)}")
     return 0
 
 
@@ -478,6 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config (see examples/)")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
     train.set_defaults(handler=cmd_train)
+
+    doctor = commands.add_parser("doctor", help="every check `alignlab train` makes before loading a model, "
+                                 "without training (exit 1 on a failure)")
+    doctor.add_argument("config", help="YAML config")
+    doctor.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    merge = commands.add_parser("merge", help="fold a LoRA run's adapters into a full model")
+    merge.add_argument("run_dir", help="a run directory (train.output_dir) or its model/ folder")
+    merge.add_argument("out", help="folder for the merged model")
+    merge.add_argument("--trust-remote-code", action="store_true", help="allow the base model's own code")
+    merge.set_defaults(handler=cmd_merge)
+
+    push = commands.add_parser("push", help="upload a run's model (weights, tokenizer, model card) to the Hub")
+    push.add_argument("run_dir", help="a finished run directory")
+    push.add_argument("repo_id", help="Hub repository, e.g. me/my-dpo-model (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.set_defaults(handler=cmd_push)
 
     tiny = commands.add_parser("init-tiny-model", help="write a tiny random Llama-style model + tokenizer")
     tiny.add_argument("dir")
