@@ -442,11 +442,17 @@ def cmd_data_tour(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from alignlab.testbed.demo import run_testbed_demo
+    from alignlab.testbed.demo import STAGES, run_testbed_demo
 
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        Console(stderr=True).print(f"[bold red]error:[/] --stages: unknown {escape(str(unknown or args.stages))}; "
+                                   f"choose from {', '.join(STAGES)}", highlight=False)
+        return 2
     return run_testbed_demo(console, out=args.out, steps=args.steps, model_size=args.model_size,
-                            objectives=objectives, seed=args.seed)
+                            objectives=objectives, seed=args.seed, stages=stages)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -631,6 +637,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--objectives", default="dpo,ln_dpo,kto",
                       help="comma-separated: dpo, ln_dpo, simpo, kto, ipo")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--stages", default="default,rl",
+                      help="comma-separated (default: both): default (base, DPO-style objectives, best-of-N, "
+                           "inference-time and decoding stages), rl (online RL from the base: GRPO, RLOO, reward "
+                           "hacking; alone, it reuses a default run's base model in --out when its settings match, "
+                           "else trains the base)")
     demo.set_defaults(handler=cmd_demo)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a demo's results.json")

@@ -177,6 +177,62 @@ def sweep_plot(series: Mapping[str, tuple[Sequence[SweepPoint], Sequence[tuple[f
     return _png(fig)
 
 
+CurvePoint = tuple[float, float, float, float, str]
+"""(kl, kl_stderr, reward, reward_stderr, label) of one checkpoint of a training run."""
+
+
+def reward_kl_curves_plot(curves: Mapping[str, Sequence[CurvePoint]], best_of_n: Sequence[BestOfN] = (),
+                          points: Mapping[str, KLPoint] | None = None, budgets: Sequence[float] = ()) -> bytes:
+    """True reward against KL to the base along each training run (one line per run through its
+    checkpoints, each labelled, error bars ± 1 standard error), beside single policies
+    (``points``), the best-of-N frontier at its KL bound, and vertical lines at KL ``budgets``
+    where the runs are compared. The x axis is symlog (linear below 1 nat) when the runs spend far
+    more KL than best-of-N, as in :func:`reward_kl_plot`."""
+    fig = _figure(9.0, 5.4)
+    ax = fig.add_subplot()
+    frontier = sorted((_num(k), _num(r), _num(se), n) for k, r, se, n in best_of_n)
+    if frontier:
+        kls, rewards, ses, _ = zip(*frontier, strict=True)
+        ax.errorbar(kls, rewards, yerr=ses, color="0.35", linestyle="--", marker="o", markersize=4,
+                    capsize=3, label="best-of-N (true reward; KL bound)", zorder=2)
+    points = dict(points or {})
+    colors = _colors(len(curves) + len(points))
+    for (name, run), color in zip(curves.items(), colors, strict=False):
+        if not run:
+            continue
+        kls, kl_ses, rewards, ses, labels = zip(*run, strict=True)
+        ax.errorbar([_num(k) for k in kls], [_num(r) for r in rewards], xerr=[_num(e, 0.0) for e in kl_ses],
+                    yerr=[_num(e, 0.0) for e in ses], color=color, marker="o", markersize=4, capsize=3,
+                    label=name, zorder=3)
+        for kl, reward, label in zip(kls, rewards, labels, strict=True):
+            ax.annotate(label, (_num(kl), _num(reward)), textcoords="offset points", xytext=(5, 5), fontsize=7,
+                        color=color)
+    for (name, (kl, kl_se, reward, reward_se)), color in zip(points.items(), colors[len(curves):], strict=True):
+        ax.errorbar([_num(kl)], [_num(reward)], xerr=[_num(kl_se, 0.0)], yerr=[_num(reward_se, 0.0)], color=color,
+                    marker="s", markersize=7, capsize=4, linestyle="none", label=name, zorder=4)
+    for budget in budgets:
+        ax.axvline(_num(budget), color="0.6", linestyle=":", linewidth=1)
+    all_kls = [_num(p[0]) for run in curves.values() for p in run] + [_num(p[0]) for p in points.values()]
+    all_kls = [k for k in all_kls if math.isfinite(k)]
+    bound_kls = [k for k, *_ in frontier if math.isfinite(k)]
+    symlog = bool(all_kls) and max(all_kls) > 4 * max(bound_kls + [1.0])
+    if symlog:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ticks = [t for t in (0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= max(all_kls) * 1.5]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("KL(policy ‖ base) per response (nats" + (", symlog scale)" if symlog else ")"))
+    ax.set_ylabel("true reward per response (mean ± s.e.)")
+    ax.set_title("True reward against KL along training")
+    ax.grid(True, alpha=0.3)
+    if any(curves.values()) or points or frontier:
+        ax.legend(loc="best", fontsize=8)
+    else:
+        _empty(ax, "nothing to plot")
+    return _png(fig)
+
+
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 

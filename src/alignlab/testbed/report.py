@@ -18,6 +18,7 @@ from alignlab.eval.plots import length_histogram, reward_kl_plot, training_curve
 from alignlab.eval.report import html_section, write_html
 from alignlab.testbed.cells import figure_section, num, pm, val
 from alignlab.testbed.report_decoding import decoding_sections, inference_time_section
+from alignlab.testbed.report_rl import rl_sections
 
 TITLE = "alignlab testbed report"
 INTRO = (
@@ -63,6 +64,8 @@ def report_sections(results: Mapping[str, Any]) -> list[str]:
     if results.get("inference_time"):
         sections.append(inference_time_section(results["inference_time"]))
     sections += decoding_sections(results.get("decoding") or {})
+    if results.get("rl"):
+        sections += rl_sections(results["rl"], best_of_n)
     if results.get("training_curves"):
         curves = {name: [(p["step"], p["loss"]) for p in points]
                   for name, points in results["training_curves"].items()}
