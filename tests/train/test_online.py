@@ -247,6 +247,20 @@ def test_killed_run_resumes_bit_identically(workspace, loss, iterations):
         assert "reward" in lines[0] and "reward" not in lines[1]  # step 2 reuses step 1's rollouts
 
 
+def test_a_nonfinite_online_step_is_skipped_and_counted(workspace):
+    """The loop's non-finite guard on an online run: step 2's loss made NaN (the runner's probe)
+    is skipped under train.on_nonfinite=skip, counted, and the run goes on to its last step."""
+    result = subprocess.run([sys.executable, str(RUNNER), "--nan-at-step", "2", "--", "run.yaml",
+                             "train.output_dir=nonfinite", "train.on_nonfinite=skip", "train.save_every=null",
+                             "train.max_steps=4"], cwd=workspace, env=child_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    check_ok(result)
+    summary = json.loads((workspace / "nonfinite" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["skipped_nonfinite"] == 1
+    lines = [r for r in records(workspace / "nonfinite") if r["split"] == "train"]
+    assert math.isnan(lines[1]["loss"]) and all(math.isfinite(r["loss"]) for r in lines[2:])
+
+
 # ---- unscorable completions ---------------------------------------------------------------------
 
 REWARD_MODULE = '''
