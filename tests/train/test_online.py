@@ -58,7 +58,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init_tiny_model(root / "tiny", hidden_size=32, layers=2, heads=4, intermediate=64)
     shutil.copy(PROMPTS, root / "prompts.jsonl")
     (root / "run.yaml").write_text(RUN_YAML, encoding="utf-8")
-    (root / "test_rewards.py").write_text(REWARD_MODULE, encoding="utf-8")
+    (root / "online_rewards_fixture.py").write_text(REWARD_MODULE, encoding="utf-8")
     return root
 
 
@@ -94,7 +94,7 @@ def test_grpo_logs_trl_metrics_and_raises_the_reward(workspace, monkeypatch, one
     the tiny model's tokens are nearly uniform). A seeded run: deterministic."""
     monkeypatch.syspath_prepend(str(workspace))
     run = in_process(workspace, "learn", "train.max_steps=40", "train.log_every=1", "train.lr=1e-2",
-                     'rl.rewards=["test_rewards:e_count"]')
+                     'rl.rewards=["online_rewards_fixture:e_count"]')
     lines = [r for r in records(run) if r["split"] == "train"]
     assert len(lines) == 40
     names = {"reward", "reward_std", "frac_reward_zero_std", "rewards/e_count/mean",
@@ -114,7 +114,7 @@ def test_ppo_trains_its_critic_and_raises_the_reward(workspace, monkeypatch, one
     reward rises, and the critic is saved beside the policy."""
     monkeypatch.syspath_prepend(str(workspace))
     run = in_process(workspace, "ppo", "train.loss=ppo", "train.max_steps=40", "train.log_every=1", "train.lr=1e-2",
-                     "rl.num_iterations=2", 'rl.rewards=["test_rewards:e_count"]')
+                     "rl.num_iterations=2", 'rl.rewards=["online_rewards_fixture:e_count"]')
     lines = [r for r in records(run) if r["split"] == "train"]
     assert {"value_loss", "value_clip_ratio", "values"} <= set(lines[0])
     rewards = [r["reward"] for r in lines if "reward" in r]
@@ -280,7 +280,7 @@ def odd_none(prompt, completion, **columns):
 
 def test_unscorable_completions_are_counted_and_left_out(workspace, monkeypatch, one_thread):
     monkeypatch.syspath_prepend(str(workspace))
-    run = in_process(workspace, "odd", "train.max_steps=2", "train.log_every=1", 'rl.rewards=["test_rewards:odd_none"]')
+    run = in_process(workspace, "odd", "train.max_steps=2", "train.log_every=1", 'rl.rewards=["online_rewards_fixture:odd_none"]')
     line = records(run)[0]
     assert 0 < line["rewards/unscorable"] < 1
     assert math.isfinite(line["loss"]) and math.isfinite(line["reward"])
@@ -291,7 +291,7 @@ def test_unscorable_completions_are_counted_and_left_out(workspace, monkeypatch,
 def test_a_nan_reward_is_an_error_not_an_unscorable_completion(workspace, monkeypatch, one_thread):
     monkeypatch.syspath_prepend(str(workspace))
     with pytest.raises(AlignlabError, match=r"(?s)reward .broken. returned nan .*return None"):
-        in_process(workspace, "nan", "train.max_steps=1", 'rl.rewards=["test_rewards:broken"]')
+        in_process(workspace, "nan", "train.max_steps=1", 'rl.rewards=["online_rewards_fixture:broken"]')
 
 
 # ---- errors before any model loads --------------------------------------------------------------
