@@ -43,7 +43,7 @@ def test_a_good_config_passes_every_check(tiny):
     found = checks(tiny, "grpo")
     assert all(ok for ok, _ in found.values()), found
     assert found["reference"][1].endswith("none") and "32 records" in found["data"][1]
-    assert "numeric_answer, length_target; advantage grpo" == found["rewards"][1]
+    assert found["rewards"][1] == "numeric_answer, length_target; advantage grpo"
 
 
 @pytest.mark.parametrize(("example", "overrides", "check", "message"), [
