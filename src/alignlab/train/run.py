@@ -37,6 +37,7 @@ from alignlab.models import (
     load_tokenizer,
     save_final,
 )
+from alignlab.models.quantization import check_quantization
 from alignlab.models.ref_cache import (
     CachedReference,
     RefCache,
@@ -221,6 +222,10 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     seed_everything(config.train.seed)
     device = pick_device(config.train.device) if world == 1 else _rank_device(config.train.device, rank)
 
+    check_quantization(config.model, device)  # bitsandbytes, LoRA, the device: before anything loads
+    if config.model.quantization != "none" and mode == "copy":
+        raise ConfigError("train.reference=copy would copy the quantised base\n  hint: train.reference=adapters "
+                          "(the base with the adapters off is the reference) or auto")
     kind = get_kind(entry.contract.data)
     # Online pairs (and OPA-DPO) read prompts and train a paired loss on the policy's samples.
     sampled_pairs = config.rl.pairs is not None or config.rl.opa.reviser is not None
