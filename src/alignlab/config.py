@@ -162,6 +162,9 @@ class TrainConfig:
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """With several processes: "ddp" replicates the model; "fsdp" shards parameters, gradients and
     optimizer state (FSDP2, one shard unit per transformer block)."""
+    fsdp_cpu_offload: bool = False
+    """With train.distributed=fsdp on GPUs: keep the sharded parameters, gradients and optimizer
+    state in CPU memory between uses (FSDP2's CPUOffloadPolicy): slower, far less GPU memory."""
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ..."""
 

@@ -161,3 +161,14 @@ def test_the_readme_python_example_runs_in_a_fresh_interpreter(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_fsdp_cpu_offload_is_refused_where_it_cannot_work(tiny, tmp_path):
+    """FSDP2's CPU offload moves shards between an accelerator and the CPU: without FSDP, or on
+    a CPU device, a clear error before anything loads (the GPU path is not testable here)."""
+    base = {"data": {"path": str(ROOT / "examples" / "data" / "pairs.jsonl")}, "model": {"name_or_path": str(tiny)}}
+    with pytest.raises(ConfigError, match="set train.distributed=fsdp"):
+        alignlab.train({**base, "train": {"fsdp_cpu_offload": True}}, console=Console(quiet=True))
+    with pytest.raises(ConfigError, match="needs GPUs"):
+        alignlab.train({**base, "train": {"fsdp_cpu_offload": True, "distributed": "fsdp", "device": "cpu"}},
+                       console=Console(quiet=True))

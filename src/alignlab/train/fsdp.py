@@ -30,15 +30,17 @@ def block_types(model: Any) -> set[type]:
     return found
 
 
-def shard(root: nn.Module, model: Any) -> nn.Module:
-    """Shard every transformer block of ``model``, then ``root`` (which holds ``model``)."""
-    from torch.distributed.fsdp import fully_shard
+def shard(root: nn.Module, model: Any, *, cpu_offload: bool = False) -> nn.Module:
+    """Shard every transformer block of ``model``, then ``root`` (which holds ``model``);
+    ``cpu_offload`` keeps shards and optimizer state in CPU memory between uses (GPU runs only)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
+    options = {"offload_policy": CPUOffloadPolicy()} if cpu_offload else {}
     types = tuple(block_types(model))
     for module in model.modules():
         if isinstance(module, types):
-            fully_shard(module)
-    fully_shard(root)
+            fully_shard(module, **options)
+    fully_shard(root, **options)
     return root
 
 

@@ -223,6 +223,12 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     device = pick_device(config.train.device) if world == 1 else _rank_device(config.train.device, rank)
 
     check_quantization(config.model, device)  # bitsandbytes, LoRA, the device: before anything loads
+    if config.train.fsdp_cpu_offload:
+        if config.train.distributed != "fsdp":
+            raise ConfigError("train.fsdp_cpu_offload offloads FSDP shards\n  hint: set train.distributed=fsdp")
+        if device.type == "cpu":  # FSDP2's offload moves shards between an accelerator and the CPU
+            raise ConfigError("train.fsdp_cpu_offload needs GPUs: on CPU the shards are in CPU memory already\n"
+                              "  hint: remove train.fsdp_cpu_offload")
     if config.model.quantization != "none" and mode == "copy":
         raise ConfigError("train.reference=copy would copy the quantised base\n  hint: train.reference=adapters "
                           "(the base with the adapters off is the reference) or auto")
@@ -296,7 +302,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
             enable_gradient_checkpointing(critic.lm)
         policy = forward = PolicyAndValue(policy, critic)
     if sharded:
-        forward = shard(policy, model)
+        forward = shard(policy, model, cpu_offload=config.train.fsdp_cpu_offload)
     elif world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     state = entry.contract.state() if entry.contract.state is not None else None
