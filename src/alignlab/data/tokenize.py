@@ -220,7 +220,7 @@ class RecordTokenizer:
             if out is None:
                 return None
             return TokenizedRanked(out[0], tuple(ids for ids, _, _ in out[1]), record)
-        if isinstance(record, SFTExample) and _multi_turn(record.completion, self.options.assistant_turns):
+        if isinstance(record, SFTExample) and _multi_turn(record.completion):
             out = self._encode(record.prompt, {"completion": (record.completion, ASSISTANT_TURNS)})
             if out is None:
                 return None
@@ -503,7 +503,7 @@ ASSISTANT_TURNS: Any = object()
 """Sentinel weights of a multi-turn SFT completion: computed from its assistant turns."""
 
 
-def _multi_turn(completion: Text, assistant_turns: str) -> bool:
+def _multi_turn(completion: Text) -> bool:
     """Whether a completion needs a supervision mask: it holds turns other than assistant ones."""
     return is_chat(completion) and any(m["role"] != "assistant" for m in completion)
 

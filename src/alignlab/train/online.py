@@ -120,13 +120,12 @@ class RolloutPhase:
         metrics: dict[str, float] = {}
         if step % self.iterations == 0 or self.generated_at < 0:
             if positions is None:
-                counts = [len(w) for w in windows]
-                positions = [list(range(sum(counts[:k]), sum(counts[:k + 1]))) for k in range(len(windows))]
+                positions = consecutive_positions(windows)
             self.current, metrics = self._generate(step, windows, positions)
             self.generated_at = step - step % self.iterations
         self.pending = deque(self.current)
         units = sum(loss_units(self._mask(w), self.aggregation, self.settings.max_new_tokens) for w in self.current)
-        return Prepared(max(self._global_sum(float(units)), 1.0), metrics)
+        return Prepared(max(global_sum([float(units)], self.world, self.forward)[0], 1.0), metrics)
 
     def _generate(self, step: int, windows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
                   ) -> tuple[list[list[Rollout]], dict[str, float]]:
@@ -329,14 +328,6 @@ class RolloutPhase:
                 out.append(lp.tokens[row, len(p):len(p) + len(c)].detach().cpu())
         return out
 
-    def _global_sum(self, value: float) -> float:
-        if self.world == 1 or not torch.distributed.is_initialized():
-            return value
-        device = next(self.forward.parameters()).device
-        total = torch.tensor([value], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(total)
-        return float(total.item())
-
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -379,6 +370,24 @@ def _rollout(row: Mapping[str, Any]) -> Rollout:
     return Rollout(int(row["prompt_index"]), tuple(row["prompt_ids"]), tuple(row["completion_ids"]),
                    tuple(advantage) if isinstance(advantage, list) else float(advantage), float(row["reward"]),
                    bool(row["truncated"]), None if old is None else tuple(old), **optional)
+
+
+def consecutive_positions(windows: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Places in the step's batch when the caller gives none: the windows' prompts in order."""
+    out, start = [], 0
+    for window in windows:
+        out.append(list(range(start, start + len(window))))
+        start += len(window)
+    return out
+
+
+def global_sum(values: list[float], world: int, module: torch.nn.Module) -> list[float]:
+    """``values`` summed over the ranks (as they are in one process), on ``module``'s device."""
+    if world == 1 or not torch.distributed.is_initialized():
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device=next(module.parameters()).device)
+    torch.distributed.all_reduce(total)
+    return total.tolist()
 
 
 def score_completions(rewards: Sequence[tuple[str, Any]], weights: Sequence[float], prompts: Sequence[PromptItem],

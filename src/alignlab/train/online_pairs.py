@@ -56,7 +56,14 @@ from alignlab.losses.contract import get_loss
 from alignlab.models.reference import CopyReference, Reference
 from alignlab.registry import Entry
 from alignlab.train.loop import StepResult, Trainer
-from alignlab.train.online import SEED_STRIDE, Prepared, build_rewards, score_completions
+from alignlab.train.online import (
+    SEED_STRIDE,
+    Prepared,
+    build_rewards,
+    consecutive_positions,
+    global_sum,
+    score_completions,
+)
 from alignlab.train.order import ExampleOrder
 from alignlab.train.steps import make_step
 
@@ -148,8 +155,7 @@ class OnlinePairsPhase:
         metrics: dict[str, float] = {}
         if step % self.iterations == 0 or self.generated_at < 0:
             if positions is None:
-                counts = [len(w) for w in windows]
-                positions = [list(range(sum(counts[:k]), sum(counts[:k + 1]))) for k in range(len(windows))]
+                positions = consecutive_positions(windows)
             start = step - step % self.iterations
             metrics = self._generate(start, windows, positions)
             self.generated_at = start
@@ -208,7 +214,7 @@ class OnlinePairsPhase:
         for name, _ in self.rewards:
             values = [v for v in per_reward[name] if v is not None]
             local += [float(len(values)), sum(values)]
-        total = self._global_sum(local)
+        total = global_sum(local, self.world, self.forward)
         pairs, tied, too_few, n_prompts, n_rows, n_kept, r_sum, r_sq, unscored_total, margin_sum = total[:10]
         length_sum, ended = total[10:12]
         self.units = pairs
@@ -229,14 +235,6 @@ class OnlinePairsPhase:
                                 f"{[n for n, _ in self.rewards]}\n  hint: check the rewards' columns "
                                 "(`alignlab rewards show NAME`) against the prompt file's fields")
         return out
-
-    def _global_sum(self, values: list[float]) -> list[float]:
-        if self.world == 1 or not torch.distributed.is_initialized():
-            return values
-        device = next(self.forward.parameters()).device
-        total = torch.tensor(values, dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(total)
-        return total.tolist()
 
     # ---- the step on the pairs -----------------------------------------------------------------
 
