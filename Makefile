@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_preference.py --model a --out runs/bench/preference_a.json
 	$(BIN)/python bench/bench_preference.py --model b --steps 6 --out runs/bench/preference_b.json
 	$(BIN)/python bench/bench_fast_path.py --model b
+	$(BIN)/python bench/bench_sft_packing.py --model a --out runs/bench/sft_packing_a.json
 	$(BIN)/python bench/bench_ranking.py --limit 200
 	$(BIN)/python bench/bench_generate.py --model a --out runs/bench/generate_a.json
 	$(BIN)/python bench/bench_generate.py --model b --out runs/bench/generate_b.json

@@ -155,6 +155,11 @@ class TrainConfig:
     (Llama, Mistral, Qwen2, Qwen3 models); "auto" packs where the model supports it (but not
     online RL's rollouts, where it measured slower), "on" fails where it does not, "off" keeps
     right-padded rows. Same numbers up to float rounding."""
+    pack_length: int | None = None
+    """SFT: pack whole examples into rows of at most this many tokens (best-fit decreasing, once
+    before training), positions restarting and attention never crossing examples;
+    ``train.batch_size`` then counts rows, and the loss is still the mean over the examples.
+    Unset: one example per row (padded, or the batch as one prefix-shared row by train.packing)."""
     gradient_checkpointing: bool = False
     """Keep only each decoder layer's input and recompute the layer in the backward pass: less
     activation memory for about one more forward of time; composes with packing, the lean layers
@@ -181,7 +186,7 @@ class TrainConfig:
                 "early_stopping_patience", f"must be at least 1 or null, got {self.early_stopping_patience}")
         require(math.isfinite(self.early_stopping_min_delta) and self.early_stopping_min_delta >= 0,
                 "early_stopping_min_delta", f"must be >= 0, got {self.early_stopping_min_delta}")
-        for key in ("save_every", "eval_every", "log_every", "chunk_size"):
+        for key in ("save_every", "eval_every", "log_every", "chunk_size", "pack_length"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, f"must be at least 1, got {value}")
         require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",

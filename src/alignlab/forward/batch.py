@@ -32,6 +32,9 @@ class SequenceBatch:
     keys: tuple[str | None, ...] | None = None
     """Per row, its name in the reference cache ("17:chosen"); None for a row no reference reads
     (a placeholder), or for the whole batch when no cache is involved."""
+    rows: Tensor | None = None
+    """(N,) int64 on the CPU: the packed row of each sequence (SFT packing into fixed-length
+    rows, :mod:`alignlab.forward.rows`); None: one row per sequence, or the prefix-shared packing."""
 
     def __post_init__(self) -> None:
         if self.keys is not None and len(self.keys) != self.input_ids.shape[0]:

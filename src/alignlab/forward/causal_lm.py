@@ -17,6 +17,7 @@ from torch import nn
 from alignlab.forward.batch import SequenceBatch
 from alignlab.forward.lean import lean_layers, lean_modules
 from alignlab.forward.packing import pack, packed_hidden, supports_packing
+from alignlab.forward.rows import rows_hidden, rows_layout
 from alignlab.forward.runtime import autocast_for, base_model, eval_mode, model_device
 from alignlab.logprobs import LogProbs, completion_logps, head_logps_entropy, reduce_token_logps
 
@@ -64,23 +65,35 @@ class CompletionLogps(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> LogProbs:
         backbone, head = split_model(self.model)
+        lean = self._lean_modules() if self.packing and torch.is_grad_enabled() else []
+        if batch.rows is not None:  # SFT packing: whole sequences in fixed-length rows
+            rows = rows_layout(batch, batch.rows)
+            with lean_layers(lean):
+                hidden = rows_hidden(backbone, rows)  # (R·L, H)
+            return self._scattered(batch, hidden, rows.predictors, rows.targets, head)
         if self.packing:
             layout = pack(batch)
-            with lean_layers(self._lean_modules() if torch.is_grad_enabled() else []):
+            with lean_layers(lean):
                 hidden = packed_hidden(backbone, layout)[0]  # (T, H)
-            logps, entropy = head_logps_entropy(hidden.index_select(0, layout.predictors), layout.targets, head,
-                                                chunk_size=self.chunk_size, temperature=self.temperature,
-                                                entropy=self.entropy)
-            mask = batch.completion_mask.bool()
-            tokens = logps.new_zeros(mask.shape).masked_scatter(mask, logps)  # row-major order
-            if entropy is not None:
-                entropy = entropy.new_zeros(mask.shape).masked_scatter(mask, entropy)
-            return reduce_token_logps(tokens, mask, entropy)
+            return self._scattered(batch, hidden, layout.predictors, layout.targets, head)
         # position_ids follow from the right padding; the attention mask hides the pads.
         hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long(),
                           use_cache=False).last_hidden_state  # (N, L, H)
         return completion_logps(hidden, head, batch.input_ids, batch.completion_mask,
                                 chunk_size=self.chunk_size, temperature=self.temperature, entropy=self.entropy)
+
+    def _scattered(self, batch: SequenceBatch, hidden: torch.Tensor, predictors: torch.Tensor,
+                   targets: torch.Tensor, head: nn.Module) -> LogProbs:
+        """Log-probs of the completion tokens predicted by ``hidden[predictors]``, put back in
+        the places of ``batch.completion_mask`` (row-major order)."""
+        logps, entropy = head_logps_entropy(hidden.index_select(0, predictors), targets, head,
+                                            chunk_size=self.chunk_size, temperature=self.temperature,
+                                            entropy=self.entropy)
+        mask = batch.completion_mask.bool()
+        tokens = logps.new_zeros(mask.shape).masked_scatter(mask, logps)
+        if entropy is not None:
+            entropy = entropy.new_zeros(mask.shape).masked_scatter(mask, entropy)
+        return reduce_token_logps(tokens, mask, entropy)
 
     def _lean_modules(self) -> list[nn.Module]:
         """The norms and MLPs that keep fewer tensors for the backward (nothing to keep without

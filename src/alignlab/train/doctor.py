@@ -71,12 +71,15 @@ def _config(config: RunConfig) -> str:
 
 def _batch(config: RunConfig, entry: Any) -> str:
     from alignlab.kinds import get_kind
+    from alignlab.train.run import check_pack_length
 
+    check_pack_length(config, entry)
     needed = get_kind(entry.contract.data).min_batch(entry.contract)
     if config.train.batch_size < needed:
         raise AlignlabError(f"loss {entry.name!r} needs at least {needed} examples a batch: set "
                             f"train.batch_size >= {needed}")
-    return (f"{config.train.batch_size} per process × {config.train.grad_accum} accumulation steps"
+    unit = "examples" if config.train.pack_length is None else f"rows of <= {config.train.pack_length} tokens"
+    return (f"{config.train.batch_size} {unit} per process × {config.train.grad_accum} accumulation steps"
             + (f" (at least {needed})" if needed > 1 else ""))
 
 

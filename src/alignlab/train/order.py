@@ -1,6 +1,8 @@
 """Which examples each optimizer step reads: a seeded permutation per epoch, sharded by rank.
 
 Example: ``order = ExampleOrder(size=512, batch_size=8, seed=0); order.batch(epoch=0, index=3)``
+
+:class:`PackedOrder` is the same over rows of packed examples (SFT packing).
 """
 
 from __future__ import annotations
@@ -50,9 +52,42 @@ class ExampleOrder:
         start, end = self._window(index)
         return max(0, end - start)
 
-    def batch(self, epoch: int, index: int) -> list[int]:
-        """Example indices of this rank's ``index``-th batch of ``epoch``."""
+    def global_batch(self, epoch: int, index: int) -> list[int]:
+        """Example indices of the ``index``-th batch of ``epoch`` over all ranks."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.size, generator=generator)
         start, end = self._window(index)
-        return order[start:end][self.rank::self.world_size].tolist()
+        return order[start:end].tolist()
+
+    def batch(self, epoch: int, index: int) -> list[int]:
+        """Example indices of this rank's ``index``-th batch of ``epoch``."""
+        return self.global_batch(epoch, index)[self.rank::self.world_size]
+
+
+@dataclass
+class PackedOrder:
+    """SFT packing: the same seeded, rank-sharded order over fixed bins of examples (rows, from
+    best-fit decreasing) instead of single examples; ``batch_size`` counts rows.
+
+    A batch is the examples of its rows, row after row, and ``row_of`` says which row each
+    example fills, so the step can lay them out; counts are in examples, so the loss is still
+    the mean over the step's examples (and equal to the unpacked loss on the same examples)."""
+
+    bins: list[list[int]]
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.rows = ExampleOrder(len(self.bins), self.batch_size, self.seed, self.rank, self.world_size)
+        self.row_of = {example: row for row, members in enumerate(self.bins) for example in members}
+
+    def batches_per_epoch(self) -> int:
+        return self.rows.batches_per_epoch()
+
+    def global_count(self, epoch: int, index: int) -> int:
+        return sum(len(self.bins[row]) for row in self.rows.global_batch(epoch, index))
+
+    def batch(self, epoch: int, index: int) -> list[int]:
+        return [example for row in self.rows.batch(epoch, index) for example in self.bins[row]]

@@ -27,6 +27,7 @@ from alignlab.data.tokenize import RecordTokenizer, pad_id_of
 from alignlab.errors import ConfigError, DataError
 from alignlab.forward import CompletionLogps, eval_mode, pick_device
 from alignlab.forward.checkpointing import enable_gradient_checkpointing
+from alignlab.forward.rows import best_fit_decreasing
 from alignlab.kinds import DataKind, get_kind
 from alignlab.losses.contract import get_loss
 from alignlab.models import (
@@ -57,7 +58,7 @@ from alignlab.train.online_pairs import (
     online_pairs_reference_mode,
     run_opa_from_config,
 )
-from alignlab.train.order import ExampleOrder
+from alignlab.train.order import ExampleOrder, PackedOrder
 from alignlab.train.steps import make_step
 from alignlab.train.tracking import Trackers, check_trackers
 from alignlab.typed_yaml import to_dict
@@ -241,6 +242,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         raise ConfigError(f"loss {entry.name!r} needs at least {min_batch} examples a batch (its KL "
                           f"estimate pairs each prompt with another example's completion): set "
                           f"train.batch_size >= {min_batch}")
+    check_pack_length(config, entry)
     train_source = given.source(given.train_data, config.data.path, "train_data")
     eval_source = given.source(given.eval_data, config.data.eval_path, "eval_data")
     if data_kind.name == "prompt" and eval_source:
@@ -274,6 +276,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         data_sources.append(DataSource("eval", eval_name, fingerprint_source(eval_source, eval_records),
                                        len(eval_records), len(eval_items)))
     pad_id = pad_id_of(tokenizer)
+    order = _order(config, items, rank, world, min_batch)  # a too-long example fails before the model loads
     if mode == "cache" and any(not all(getattr(i, "supervised", None) or (True,)) for i in items):
         raise ConfigError("multi-turn SFT leaves user turns out of the loss, and the reference cache stores "
                           "whole completions\n  hint: train.reference=copy (or adapters with LoRA)")
@@ -319,9 +322,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
                                       seed=config.train.seed, rank=rank, world=world,
                                       precision=config.train.precision, rewards=rewards, critic=critic)
     else:
-        step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state)
-    order = ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world,
-                         min_batch=min_batch)
+        step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state,
+                         row_of=getattr(order, "row_of", None))
     evaluate = None
     if eval_items:
         eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
@@ -357,6 +359,36 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         write_model_card(run_dir / "model", config, summary, data_sources)
         console.print(f"done: {trainer.step} steps; model in {run_dir / 'model'}; metrics in {run_dir / 'metrics.jsonl'}")
     return run_dir
+
+
+def check_pack_length(config: RunConfig, entry: Entry) -> None:
+    """train.pack_length packs SFT examples only: other kinds compare sequences within an example."""
+    if config.train.pack_length is None:
+        return
+    sampled = config.rl.pairs is not None or config.rl.opa.reviser is not None
+    data = "prompt" if sampled else entry.contract.data
+    if data != "sft":
+        raise ConfigError(f"train.pack_length packs SFT examples, but loss {entry.name!r} trains on {data} "
+                          "data (its sequences are compared within an example, and train.packing already "
+                          "runs each batch as one prefix-shared row)\n  hint: remove train.pack_length")
+
+
+def _order(config: RunConfig, items: list[Any], rank: int, world: int, min_batch: int
+           ) -> ExampleOrder | PackedOrder:
+    """Which examples each step reads: single examples, or rows of them (train.pack_length)."""
+    capacity = config.train.pack_length
+    if capacity is None:
+        return ExampleOrder(len(items), config.train.batch_size, config.train.seed, rank, world,
+                            min_batch=min_batch)
+    lengths = [len(i.prompt_ids) + len(i.completion_ids) for i in items]
+    too_long = [k for k, n in enumerate(lengths) if n > capacity]
+    if too_long:
+        raise ConfigError(f"train.pack_length={capacity}: {len(too_long)} examples are longer (example "
+                          f"{too_long[0]}: {lengths[too_long[0]]} tokens, the longest {max(lengths)})\n"
+                          f"  hint: raise train.pack_length to at least {max(lengths)}, or set "
+                          f"tokenize.max_length={capacity} to truncate them")
+    return PackedOrder(best_fit_decreasing(lengths, capacity), config.train.batch_size, config.train.seed,
+                       rank, world)
 
 
 def _policy(config: RunConfig, given: Any, device: torch.device) -> Any:

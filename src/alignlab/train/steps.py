@@ -9,6 +9,7 @@ types. Reduction over examples is the loop's business.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,16 +25,22 @@ from alignlab.train.loop import StepResult
 
 def make_step(entry: Entry, loss_kwargs: Mapping[str, Any], kind: DataKind, items: Sequence[Any],
               policy: torch.nn.Module, reference: Reference | None, pad_id: int, state: Any = None,
-              key_prefix: str = "") -> Callable[[list[int]], StepResult]:
+              key_prefix: str = "", row_of: Mapping[int, int] | None = None) -> Callable[[list[int]], StepResult]:
     """The step of loss ``entry`` on ``items``; ``policy`` maps a SequenceBatch to LogProbs (or
-    to rewards, for a reward model); ``key_prefix`` names the data set in the reference cache."""
+    to rewards, for a reward model); ``key_prefix`` names the data set in the reference cache;
+    ``row_of`` (SFT packing, :class:`~alignlab.train.order.PackedOrder`) is each example's packed
+    row, its examples consecutive in every batch."""
     contract = entry.contract
     if contract.needs_ref and reference is None:
         raise ConfigError(f"loss {entry.name!r} needs a reference model; set train.reference")
     device = model_device(policy)
 
     def step(indices: list[int]) -> StepResult:
-        batch = kind.collate([items[i] for i in indices], indices, pad_id, contract, key_prefix).to(device)
+        batch = kind.collate([items[i] for i in indices], indices, pad_id, contract, key_prefix)
+        if row_of is not None:
+            batch = dataclasses.replace(batch, sequences=dataclasses.replace(
+                batch.sequences, rows=_row_numbers([row_of[i] for i in indices])))
+        batch = batch.to(device)
         policy_out = policy(batch.sequences)
         ref_out = reference.logps(batch.sequences) if contract.needs_ref else None
         available = kind.inputs(contract, batch, policy_out, ref_out)
@@ -46,6 +53,12 @@ def make_step(entry: Entry, loss_kwargs: Mapping[str, Any], kind: DataKind, item
                           loss_metrics=metrics)
 
     return step
+
+
+def _row_numbers(rows: list[int]) -> torch.Tensor:
+    """Packed rows renumbered 0, 1, ... in order of appearance."""
+    first: dict[int, int] = {}
+    return torch.tensor([first.setdefault(row, len(first)) for row in rows], dtype=torch.long)
 
 
 def _metric_sum(value: torch.Tensor, n: int) -> float:
