@@ -38,14 +38,16 @@ def _load_options(args: argparse.Namespace):  # -> LoadOptions
 
 def _add_list_and_show(commands: Any, name: str, noun: str, list_help: str, show_help: str,
                        list_handler: Callable[[argparse.Namespace], int],
-                       show_handler: Callable[[argparse.Namespace], int]) -> None:
-    """``alignlab NAME list`` and ``alignlab NAME show ITEM`` for a registry."""
+                       show_handler: Callable[[argparse.Namespace], int]) -> Any:
+    """``alignlab NAME list`` and ``alignlab NAME show ITEM`` for a registry; returns the
+    subcommands, for more."""
     parser = commands.add_parser(name, help=f"list the registered {noun} and what they take")
     subcommands = parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND")
     subcommands.add_parser("list", help=list_help).set_defaults(handler=list_handler)
     show = subcommands.add_parser("show", help=show_help)
     show.add_argument("name")
     show.set_defaults(handler=show_handler)
+    return subcommands
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +142,48 @@ def cmd_losses_show(args: argparse.Namespace, console: Console) -> int:
     hyper = ", ".join(f"{h.name}={h.default!r}" for h in c.hyperparameters) or "none"
     console.print(f"hyperparameters: {escape(hyper)}\n")
     console.print(inspect.getdoc(entry.obj) or "", markup=False, highlight=False)
+    return 0
+
+
+def cmd_losses_derive(args: argparse.Namespace, console: Console) -> int:
+    from alignlab.losses.logic import Structure
+    from alignlab.losses.logic.explain import describe, registered
+
+    structure = Structure.parse(args.formula, args.given)
+    d = describe(structure, args.semantics)
+    registered(d.name)
+
+    def say(text: str) -> None:  # one line each, unwrapped: formulas are copied from here
+        console.print(text, soft_wrap=True)
+
+    say(f"[bold]{escape(str(d.structure))}[/]  ({d.semantics} semantics)")
+    say(f"atoms: {escape(d.atoms)}")
+    say(f"WMC(P ∧ C) = {' + '.join(d.numerator)}")
+    say(f"WMC(C)     = {' + '.join(d.denominator)}")
+    say(f"loss       = {escape(d.closed_form)}")
+    for label, names in (("equal to", d.equal_to), ("stronger than (entails)", d.stronger_than),
+                         ("weaker than (entailed by)", d.weaker_than)):
+        if names:
+            say(f"{label}: {', '.join(names)}")
+    say(f"train with: [bold]train.loss='{escape(d.name)}'[/]")
+    return 0
+
+
+def cmd_losses_lattice(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from alignlab.losses.logic.explain import lattice_html, lattice_rows
+
+    rows = lattice_rows()
+    table = Table("structure", "equivalent forms", "stronger than", "weaker than", "vs DPO",
+                  title=f"{len(rows)} distinct semantic losses over w, l (stronger: a larger loss everywhere)",
+                  title_justify="left")
+    for structure, members, stronger, weaker, relation in rows:
+        table.add_row(escape(structure), str(members), str(stronger), str(weaker), relation)
+    console.print(table)
+    if args.html:
+        Path(args.html).write_text(lattice_html(), encoding="utf-8")
+        console.print(f"drawn in {args.html}")
     return 0
 
 
@@ -498,8 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-6")
     show.set_defaults(handler=cmd_config_show)
 
-    _add_list_and_show(commands, "losses", "losses", "a table of every loss", "one loss: contract and docstring",
-                       cmd_losses_list, cmd_losses_show)
+    losses = _add_list_and_show(commands, "losses", "losses", "a table of every loss",
+                                "one loss: contract and docstring", cmd_losses_list, cmd_losses_show)
+    derive = losses.add_parser("derive", help="the semantic loss of a formula: closed form, relatives, "
+                               "and the train.loss that runs it")
+    derive.add_argument("formula", help='core formula over w, l (ref_w, ref_l), e.g. "w & !l" or "l -> w"')
+    derive.add_argument("--given", help='conditioning formula, e.g. "w ^ l" (default: none)')
+    derive.add_argument("--semantics", default="ref", help="atom semantics: ref (p = σ(β·log πθ/πref)), "
+                        "single (p = token-mean probability), single-sum, logit-sum, logit-mean")
+    derive.set_defaults(handler=cmd_losses_derive)
+    lattice = losses.add_parser("lattice", help="every distinct two-atom loss, ordered by entailment")
+    lattice.add_argument("--html", help="also write the lattice drawn as a graph to this HTML file")
+    lattice.set_defaults(handler=cmd_losses_lattice)
     _add_list_and_show(commands, "rewards", "rewards", "a table of every reward",
                        "one reward: options, columns and docstring", cmd_rewards_list, cmd_rewards_show)
 

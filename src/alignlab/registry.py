@@ -45,6 +45,12 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._resolvers: dict[str, Callable[[str], Entry]] = {}
+
+    def add_resolver(self, prefix: str, resolve: Callable[[str], Entry]) -> None:
+        """Names starting with ``prefix`` that are not registered yet are made by ``resolve(name)``
+        on first use (a loss derived from a formula written in the name), then kept."""
+        self._resolvers[prefix] = resolve
 
     def register(self, name: str, contract: Any = None) -> Callable[[T], T]:
         """Decorator that registers an object under ``name`` and returns it unchanged."""
@@ -68,6 +74,10 @@ class Registry:
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            for prefix, resolve in self._resolvers.items():
+                if isinstance(name, str) and name.startswith(prefix):
+                    entry = self._entries[name] = resolve(name)
+                    return entry
             raise ConfigError(
                 f"unknown {self.kind} {name!r}.{suggest(str(name), self._entries)} {self._known()}"
             ) from None

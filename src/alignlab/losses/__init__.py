@@ -11,6 +11,7 @@ from alignlab.losses import (  # noqa: F401  (each module registers its losses)
     dpo,
     dpo_variants,
     judged,
+    logic,
     online,
     ranked,
     reference_free,

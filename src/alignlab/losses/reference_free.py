@@ -8,15 +8,13 @@ per-token mean, |y| the number of completion tokens.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from alignlab.losses.contract import LossOutput, register_loss
 from alignlab.losses.dpo import reward_metrics
+from alignlab.losses.logic.semantic import log1mexp
 
-LOG2 = math.log(2)
 ORPO_MAX_MEAN_LOGP = -1e-6
 """ORPO clamps A(y) to at most this: A = 0 (P = 1) has infinite odds; −1e-6 caps log-odds at ≈ 13.8."""
 AFT_CONSTRAINTS = ("none", "detached", "boundary", "boundary_threshold")
@@ -62,15 +60,10 @@ def cpo(
 
 
 def _log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
-    """log(P / (1 − P)) for P = exp(A): A − log(1 − e^A), with A clamped to ≤ ORPO_MAX_MEAN_LOGP.
-
-    log(1 − e^A) is log(−expm1(A)) near 0 and log1p(−e^A) below −log 2 (Mächler's log1mexp); each
-    branch only sees inputs where it is finite, so torch.where passes no NaN gradient.
-    """
+    """log(P / (1 − P)) for P = exp(A): A − log(1 − e^A), with A clamped to ≤ ORPO_MAX_MEAN_LOGP
+    (log1mexp: each of its two branches sees only inputs where it is finite, so no NaN gradient)."""
     a = mean_logp.clamp(max=ORPO_MAX_MEAN_LOGP)
-    near_zero = torch.log(-torch.expm1(a))
-    far = torch.log1p(-torch.exp(a.clamp(max=-LOG2)))
-    return a - torch.where(a > -LOG2, near_zero, far)
+    return a - log1mexp(a)
 
 
 @register_loss("orpo", needs_ref=False, logps="mean", data="paired",
