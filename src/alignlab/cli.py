@@ -695,7 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated (default: both): default (base, DPO-style objectives, best-of-N, "
                            "inference-time and decoding stages), rl (online RL from the base: GRPO, RLOO, reward "
                            "hacking; alone, it reuses a default run's base model in --out when its settings match, "
-                           "else trains the base)")
+                           "else trains the base), logic (losses derived from formulas against DPO, 3 training "
+                           "seeds each; not in the default)")
     demo.set_defaults(handler=cmd_demo)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html from a demo's results.json")

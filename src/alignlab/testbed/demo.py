@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from alignlab.testbed.experiment import OBJECTIVES, ExperimentSettings, run_experiment
+from alignlab.testbed.logic import LogicSettings, logic_demo, print_logic
 from alignlab.testbed.report import write_report
 from alignlab.testbed.rl import RLSettings, rl_demo
 
-STAGES = ("default", "rl")
+STAGES = ("default", "rl", "logic")
 """default: the experiment (base, pairs, objectives, best-of-N, inference-time and decoding stages);
-rl: online RL from the base (GRPO, RLOO, reward hacking), reusing a default run's base if there."""
+rl: online RL from the base (GRPO, RLOO, reward hacking), reusing a default run's base if there;
+logic: losses derived from formulas against DPO over several training seeds (not in the default demo)."""
 
 
 def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: int = 120,
@@ -39,7 +41,10 @@ def run_testbed_demo(console: Console, *, out: str | Path = "runs/demo", steps: 
     results = run_experiment(settings, out, console) if "default" in stages else None
     if "rl" in stages:
         results = rl_demo(settings, rl or RLSettings(), out, console, results)
+    if "logic" in stages:
+        results = logic_demo(settings, LogicSettings(), out, console, results)
     print_summary(results, console)
+    print_logic(results.get("logic"), console)
     console.print(f"report: {write_report(out)}   results: {Path(out) / 'results.json'}")
     return 0
 

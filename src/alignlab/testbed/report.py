@@ -17,6 +17,7 @@ from typing import Any
 from alignlab.eval.plots import length_histogram, reward_kl_plot, training_curves_plot
 from alignlab.eval.report import html_section, write_html
 from alignlab.testbed.cells import figure_section, num, pm, val
+from alignlab.testbed.logic import logic_section
 from alignlab.testbed.report_decoding import decoding_sections, inference_time_section
 from alignlab.testbed.report_rl import rl_sections
 
@@ -66,6 +67,8 @@ def report_sections(results: Mapping[str, Any]) -> list[str]:
     sections += decoding_sections(results.get("decoding") or {})
     if results.get("rl"):
         sections += rl_sections(results["rl"], best_of_n)
+    if results.get("logic"):
+        sections.append(logic_section(results["logic"]))
     if results.get("training_curves"):
         curves = {name: [(p["step"], p["loss"]) for p in points]
                   for name, points in results["training_curves"].items()}
