@@ -149,7 +149,7 @@ def cmd_losses_derive(args: argparse.Namespace, console: Console) -> int:
     from alignlab.losses.logic import Structure
     from alignlab.losses.logic.explain import describe, registered
 
-    structure = Structure.parse(args.formula, args.given)
+    structure = Structure.parse(args.formula, args.given, args.both)
     d = describe(structure, args.semantics)
     registered(d.name)
 
@@ -158,9 +158,9 @@ def cmd_losses_derive(args: argparse.Namespace, console: Console) -> int:
 
     say(f"[bold]{escape(str(d.structure))}[/]  ({d.semantics} semantics)")
     say(f"atoms: {escape(d.atoms)}")
-    say(f"WMC(P ∧ C) = {' + '.join(d.numerator)}")
-    say(f"WMC(C)     = {' + '.join(d.denominator)}")
-    say(f"loss       = {escape(d.closed_form)}")
+    say(f"WMC(✓) = {' + '.join(d.for_worlds)}   (worlds for the preference)")
+    say(f"WMC(✗) = {' + '.join(d.against_worlds)}   (worlds against it)")
+    say(f"loss   = {escape(d.closed_form)}")
     for label, names in (("equal to", d.equal_to), ("stronger than (entails)", d.stronger_than),
                          ("weaker than (entailed by)", d.weaker_than)):
         if names:
@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "and the train.loss that runs it")
     derive.add_argument("formula", help='core formula over w, l (ref_w, ref_l), e.g. "w & !l" or "l -> w"')
     derive.add_argument("--given", help='conditioning formula, e.g. "w ^ l" (default: none)')
+    derive.add_argument("--both", help="worlds counted on both sides (unverified reading of the paper's "
+                        'additional constraints), e.g. "w & l"')
     derive.add_argument("--semantics", default="ref", help="atom semantics: ref (p = σ(β·log πθ/πref)), "
                         "single (p = token-mean probability), single-sum, logit-sum, logit-mean")
     derive.set_defaults(handler=cmd_losses_derive)

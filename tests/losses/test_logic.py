@@ -274,3 +274,20 @@ def test_a_run_trains_a_derived_loss_from_the_config(tmp_path) -> None:
     run = alignlab.train(config, console=Console(quiet=True))
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)  # at init every ρ = 0: DPO's log 2
+
+
+def test_the_papers_single_model_losses() -> None:
+    """Under p = πθ(y|x): CPO's truth table (the world where both are good on both sides) is CPO's
+    preference term at β = 1, and ℓ_unCPO is −log WMC(M_l → M_w) = −log(p_l·p_w + 1 − p_l)."""
+    pc, pr, _, _ = random_logps()
+    cpo_single, _ = get_loss("derived:cpo_single").obj(pc, pr)
+    lengths = torch.ones(64, dtype=torch.float64)
+    torch.testing.assert_close(cpo_single, get_loss("cpo").obj(pc, pr, lengths, beta=1.0, alpha=0.0)[0],
+                               atol=1e-6, rtol=0)
+    uncpo, _ = get_loss("derived:uncpo").obj(pc, pr)
+    pw, pl = pc.clamp(max=-1e-6).exp(), pr.clamp(max=-1e-6).exp()
+    torch.testing.assert_close(uncpo, -torch.log(pl * pw + 1 - pl), atol=1e-12, rtol=0)
+    structure = Structure.parse("l -> w given w | l both w & l")
+    assert not structure.plain and str(structure) == "l -> w given w | l both w & l"
+    with pytest.raises(FormulaError, match="no \\(P ∧ C, C\\) form"):
+        structure.tables()

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from alignlab.data.convert import write_jsonl
 from alignlab.data.load import load_records
+from alignlab.losses import get_loss
 from alignlab.testbed.experiment import (
     ExperimentSettings,
     _evaluate,
@@ -41,10 +42,16 @@ from alignlab.testbed.world import sample_prompts
 class LogicSettings:
     losses: tuple[tuple[str, str], ...] = (
         ("dpo", "dpo"),
-        ("implication | w or l", "derived:ref:l -> w given w | l"),
-        ("w & !l | w or l", "derived:ref:w & !l given w | l"),
+        ("cCPO (reading)", "derived:single:l -> w given w | l"),
+        ("unCPO", "derived:single:l -> w"),
+        ("implication (ref)", "derived:ref:l -> w given w | l"),
+        ("w & !l given w | l (ref)", "derived:ref:w & !l given w | l"),
     )
-    """(label, train.loss); the first is the baseline the others are compared with."""
+    """(label, train.loss); the first is the baseline the others are compared with. ℓ_unCPO is the
+    paper's (−log WMC(M_l → M_w)); the paper's ℓ_cCPO is read as M_l → M_w given M_l ∨ M_w, which
+    its lattice suggests but its definition was not available to confirm. Single-model atoms use
+    the token-mean probability (on 24-token answers πθ(y|x) itself is about e^−20, where
+    unconditioned losses have no gradient to speak of)."""
     seeds: int = 3
     beta: float = 0.1
     lr: float = 3e-4
@@ -83,7 +90,9 @@ def logic_demo(settings: ExperimentSettings, logic: LogicSettings, out: str | Pa
     for seed in range(logic.seeds):
         seeded = replace(settings, seed=settings.seed + seed)
         for label, loss in logic.losses:
-            models[f"{label} @{seed}"] = _run(out, f"logic-{_slug(label)}-{seed}", base, loss, {"beta": logic.beta},
+            takes_beta = any(h.name == "beta" for h in get_loss(loss).contract.hyperparameters)
+            kwargs = {"beta": logic.beta} if takes_beta else {}  # probability semantics have no β
+            models[f"{label} @{seed}"] = _run(out, f"logic-{_slug(label)}-{seed}", base, loss, kwargs,
                                              None, pairs_path, settings.steps, logic.lr, seeded, console,
                                              batch_size=16)
     prompts = sample_prompts(settings.eval_prompts, settings.seed + 3)
@@ -116,8 +125,8 @@ def summarise(evaluated: dict[str, Any], logic: LogicSettings) -> list[dict[str,
         row["eval_stderr"] = statistics.fmean(r.reward_stderr for r in runs)  # within a seed, over prompts
         rows.append(row)
     base = evaluated["base"]
-    rows.insert(0, {"label": "base", "loss": "", "reward": [base.reward_mean, 0.0], "kl": [0.0, 0.0],
-                    "ranking_accuracy": [base.ranking_accuracy, 0.0], "vs_baseline": None,
+    rows.insert(0, {"label": "base", "loss": "", "reward": [base.reward_mean, base.reward_stderr],
+                    "kl": [0.0, 0.0], "ranking_accuracy": [base.ranking_accuracy, None], "vs_baseline": None,
                     "eval_stderr": base.reward_stderr})
     return rows
 
@@ -154,7 +163,8 @@ def logic_section(stage: dict[str, Any]) -> str:
               "vs DPO (paired by seed)": _pm(row["vs_baseline"]) if row["vs_baseline"] else "",
               "KL to base (nats)": _pm(row["kl"], 2), "ranking accuracy (held-out)": _pm(row["ranking_accuracy"]),
               "s.e. within a seed (prompts)": f"{row['eval_stderr']:.3f}"} for row in stage["rows"]]
-    notes = ["Each loss is trained from the same base on the same on-policy pairs with each training seed "
+    notes = ["The base row's ± is over evaluation prompts (it is not trained per seed). "
+             "Each loss is trained from the same base on the same on-policy pairs with each training seed "
              "(the example order); standard errors are over the seeds, and the difference to DPO is paired by seed. "
              "The derived losses are compiled from their formulas by alignlab.losses.logic (Richardson, Srikumar & "
              "Sabharwal 2025, arXiv 2412.17696) under the reference semantics p = σ(β·log πθ/πref), β as DPO's."]

@@ -47,6 +47,12 @@ NAMED: dict[str, Named] = {
     "unlikelihood": Named("w & !l", "single", "NLL of the chosen plus unlikelihood of the rejected"),
     "implication": Named("l -> w given w | l", "ref", "'if the rejected is good, so is the chosen', "
                                                       "given one of them is"),
+    # The paper's single-model losses (atom weight p = πθ(y|x)): CPO's truth table, and ℓ_unCPO.
+    "cpo_single": Named("l -> w given w | l both w & l", "single-sum",
+                        "CPO's preference term with β = 1, as the paper's truth table draws it"),
+    "uncpo": Named("l -> w", "single-sum", "ℓ_unCPO (Richardson et al. 2025): −log WMC(M_l → M_w)"),
+    "ccpo_reading": Named("l -> w given w | l", "single-sum",
+                          "alignlab's reading of ℓ_cCPO (unverified: the paper's definition was not available)"),
 }
 """Structures worth a name (each checked against the library's loss in the tests)."""
 

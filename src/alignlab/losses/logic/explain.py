@@ -34,8 +34,10 @@ class Description:
     structure: Structure
     semantics: str
     atoms: str
-    numerator: list[str]
-    denominator: list[str]
+    for_worlds: list[str]
+    """WMC(✓) terms: the worlds for the preference."""
+    against_worlds: list[str]
+    """WMC(✗) terms: the worlds against it."""
     closed_form: str
     equal_to: list[str] = field(default_factory=list)
     stronger_than: list[str] = field(default_factory=list)
@@ -50,34 +52,33 @@ def describe(structure: Structure, semantics: str) -> Description:
     """Everything ``alignlab losses derive`` prints about ``structure`` under ``semantics``."""
     compile_loss(structure, semantics)  # refuses an undefined, infinite or constant loss
     atoms = structure.atoms
-    numerator_table, denominator_table = structure.tables()
-    numerator = [_term(w, atoms) for w, n in zip(worlds(atoms), numerator_table, strict=True) if n]
-    denominator = [_term(w, atoms) for w, d in zip(worlds(atoms), denominator_table, strict=True) if d]
-    rest = [(w, d and not n) for w, n, d in zip(worlds(atoms), numerator_table, denominator_table, strict=True)]
+    yes_table, no_table = structure.sides()
+    yes = [_term(w, atoms) for w, n in zip(worlds(atoms), yes_table, strict=True) if n]
+    no = [_term(w, atoms) for w, d in zip(worlds(atoms), no_table, strict=True) if d]
     score, form = SEMANTICS[semantics]
     atom_text = ATOM_TEXT[score] if score == "ratio" else ATOM_TEXT[score][form]
     description = Description(canonical_name(structure, semantics), structure, semantics,
-                              f"p = {atom_text} (y = y_w for p_w, y_l for p_l)", numerator, denominator,
-                              _closed_form(numerator, denominator, [w for w, keep in rest if keep],
-                                           numerator_table, atoms, form))
+                              f"p = {atom_text} (y = y_w for p_w, y_l for p_l)", yes, no,
+                              _closed_form(structure, yes, no, form))
     _relatives(description)
     return description
 
 
-def _closed_form(numerator: list[str], denominator: list[str], rest: list[dict[str, bool]],
-                 numerator_table: tuple[bool, ...], atoms: tuple[str, ...], form: str) -> str:
-    ratio = f"−log ( [{' + '.join(numerator)}] / [{' + '.join(denominator)}] )"
-    if len(denominator) == len(worlds(atoms)):
-        ratio = f"−log [ {' + '.join(numerator)} ]"
-    wins = [w for w, n in zip(worlds(atoms), numerator_table, strict=True) if n]
-    if len(wins) == 1 and len(rest) == 1 and form == "logit":
+def _closed_form(structure: Structure, yes: list[str], no: list[str], form: str) -> str:
+    atoms = structure.atoms
+    unconditioned = structure.plain and len(yes) + len(no) == len(worlds(atoms))
+    if unconditioned:  # WMC(✓) + WMC(✗) = 1
+        return f"−log [{' + '.join(yes)}]"
+    ratio = f"−log [{' + '.join(yes)}] / ([{' + '.join(yes)}] + [{' + '.join(no)}])"
+    yes_table, no_table = structure.sides()
+    wins = [w for w, n in zip(worlds(atoms), yes_table, strict=True) if n]
+    losses = [w for w, n in zip(worlds(atoms), no_table, strict=True) if n]
+    if len(wins) == 1 and len(losses) == 1 and form == "logit":
         # One world against one: log of their ratio is a signed sum of logits (log p − log(1 − p) = s).
-        signs = [(1 if wins[0][a] else -1) for a in atoms if wins[0][a] != rest[0][a]]
-        differ = [a for a in atoms if wins[0][a] != rest[0][a]]
-        terms = " ".join(f"{'+' if s > 0 else '−'} s_{a}" for s, a in zip(signs, differ, strict=True))
-        terms = terms.removeprefix("+ ").strip()
+        differ = [a for a in atoms if wins[0][a] != losses[0][a]]
+        terms = " ".join(f"{'+' if wins[0][a] else '−'} s_{a}" for a in differ).removeprefix("+ ").strip()
         return f"{ratio} = −log σ({terms}), s_a the logit of p_a"
-    return ratio
+    return f"{ratio} = −log σ(log WMC(✓) − log WMC(✗))"
 
 
 def _relatives(description: Description) -> None:
@@ -102,13 +103,14 @@ def _relatives(description: Description) -> None:
         theirs, _ = entry.obj(*(inputs[i] for i in c.inputs))
         if torch.allclose(mine, theirs.to(mine.dtype), atol=1e-9, rtol=1e-9):
             description.equal_to.append(entry.name + (f" (β={beta})" if kwargs else ""))
-    if set(description.structure.atoms) != set(ATOMS2):
+    if set(description.structure.atoms) != set(ATOMS2) or not description.structure.plain:
         return
     mine_class = _class_of(description.structure)
     for name, named in NAMED.items():
-        if named.semantics != description.semantics:
+        other_structure = Structure.parse(named.structure)
+        if named.semantics != description.semantics or not other_structure.plain:
             continue
-        other = _class_of(Structure.parse(named.structure))
+        other = _class_of(other_structure)
         if other.key == mine_class.key:
             description.equal_to.append(f"derived:{name}")
         elif class_stronger(mine_class, other):

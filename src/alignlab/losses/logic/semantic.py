@@ -91,56 +91,93 @@ def log_wmc(table: tuple[bool, ...], atoms: tuple[str, ...], probs: dict[str, At
 
 @dataclass(frozen=True)
 class Structure:
-    """A preference structure: core formula and conditioning (``true``: unconditioned)."""
+    """A preference structure: core formula P, conditioning C (``true``: unconditioned) and,
+    optionally, worlds ``both`` that count on both sides (see :meth:`sides`)."""
 
     core: Formula
     given: Formula
+    both: Formula = Formula("const", value=False)
 
     @staticmethod
-    def parse(text: str, given: str | None = None) -> Structure:
-        """``"P"``, ``"P given C"``, or ``text`` = P with ``given`` = C."""
-        if given is None and " given " in f" {text.lower()} ":
-            at = text.lower().index("given")
-            text, given = text[:at], text[at + len("given"):]
-            if not text.strip():
-                raise FormulaError(f"nothing before 'given' in {text!r}\n  hint: write \"P given C\"")
+    def parse(text: str, given: str | None = None, both: str | None = None) -> Structure:
+        """``"P"``, ``"P given C"``, ``"P given C both A"``, or the parts as arguments."""
+        text, both = _split(text, "both", both)
+        text, given = _split(text, "given", given)
         core = parse(text)
         condition = parse(given) if given is not None and given.strip() else Formula("const", value=True)
-        return Structure(core, condition)
+        shared = parse(both) if both is not None and both.strip() else Formula("const", value=False)
+        return Structure(core, condition, shared)
 
     @property
     def atoms(self) -> tuple[str, ...]:
         """The atoms it uses, at least w and l, in canonical order."""
-        used = self.core.atoms() | self.given.atoms() | {"w", "l"}
+        used = self.core.atoms() | self.given.atoms() | self.both.atoms() | {"w", "l"}
         return tuple(a for a in ATOMS if a in used)
 
+    @property
+    def plain(self) -> bool:
+        """No world counts on both sides: the loss is the conditioned semantic loss ℓ(P | C)."""
+        return self.both.op == "const" and not self.both.value
+
+    def sides(self) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+        """Truth tables of the worlds for (✓) and against (✗) the preference: ✓ = P ∧ C, ✗ = ¬P ∧ C,
+        and the worlds of ``both`` ∧ C added to each. The loss is −log WMC(✓) / (WMC(✓) + WMC(✗)).
+
+        ``both`` is alignlab's reading of the paper's additional constraints P_A, *unverified*:
+        its slides draw CPO's truth table with the world where both completions are good on both
+        sides (CPO = ``l -> w given w | l both w & l`` under single-sum semantics, tested), and
+        the text that defines P_A was not available to check."""
+        atoms = self.atoms
+        condition = truth_table(self.given, atoms)
+        core, shared = truth_table(self.core, atoms), truth_table(self.both, atoms)
+        yes = tuple(c and (p or s) for c, p, s in zip(condition, core, shared, strict=True))
+        no = tuple(c and (not p or s) for c, p, s in zip(condition, core, shared, strict=True))
+        return yes, no
+
     def tables(self) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
-        """Truth tables of P ∧ C (the numerator) and of C (the denominator) over :attr:`atoms`."""
+        """Truth tables of P ∧ C (the numerator) and of C (the denominator), for a :attr:`plain` structure."""
+        if not self.plain:
+            raise FormulaError(f"{self}: a world counted on both sides has no (P ∧ C, C) form")
         return (truth_table(conjoin(self.core, self.given), self.atoms), truth_table(self.given, self.atoms))
 
     def check(self) -> None:
         """A structure whose loss is infinite or constant is refused (it trains nothing)."""
-        numerator, denominator = self.tables()
-        if not any(denominator):
+        yes, no = self.sides()
+        if not any(yes) and not any(no):
             raise FormulaError(f"the condition {self.given} is never true: the loss is undefined\n"
                                "  hint: condition on a satisfiable formula, e.g. \"w ^ l\"")
-        if not any(numerator):
+        if not any(yes):
             raise FormulaError(f"{self.core} is never true together with {self.given}: the loss is infinite\n"
                                "  hint: the core must be satisfiable under the condition")
-        if numerator == denominator:
+        if not any(no):
             raise FormulaError(f"{self.core} holds whenever {self.given} does: the loss is always 0\n"
                                "  hint: a constraint that can be violated gives a loss that trains")
 
     def loss(self, probs: dict[str, AtomLogProbs]) -> torch.Tensor:
-        """ℓ(P | C) per example."""
-        numerator, denominator = self.tables()
-        return log_wmc(denominator, self.atoms, probs) - log_wmc(numerator, self.atoms, probs)
+        """−log WMC(✓) / (WMC(✓) + WMC(✗)) per example; ℓ(P | C) for a plain structure."""
+        yes, no = self.sides()
+        log_yes, log_no = log_wmc(yes, self.atoms, probs), log_wmc(no, self.atoms, probs)
+        return torch.logaddexp(log_yes, log_no) - log_yes
 
     def __str__(self) -> str:
-        core = _bare(str(self.core))
-        if self.given.op == "const" and self.given.value:
-            return core
-        return f"{core} given {_bare(str(self.given))}"
+        text = _bare(str(self.core))
+        if not (self.given.op == "const" and self.given.value):
+            text += f" given {_bare(str(self.given))}"
+        if not self.plain:
+            text += f" both {_bare(str(self.both))}"
+        return text
+
+
+def _split(text: str, keyword: str, part: str | None) -> tuple[str, str | None]:
+    """``text`` cut at `` keyword `` (when ``part`` is not given separately)."""
+    padded = f" {text.lower()} "
+    if part is not None or f" {keyword} " not in padded:
+        return text, part
+    at = padded.index(f" {keyword} ")  # the padding's leading space makes this the keyword's index in text
+    head, tail = text[:at], text[at + len(keyword) + 1:]
+    if not head.strip():
+        raise FormulaError(f"nothing before '{keyword}' in {text!r}\n  hint: write \"P given C\"")
+    return head, tail
 
 
 def _bare(text: str) -> str:
