@@ -82,6 +82,8 @@ def compile_loss(structure: Structure, semantics: str) -> tuple[Callable[..., Lo
     """The loss function of ``structure`` under ``semantics``, whether it needs a reference, and
     the log-probs it reads ("sum" or "mean")."""
     structure.check()
+    if semantics not in SEMANTICS:
+        raise FormulaError(f"unknown semantics {semantics!r}\n  hint: one of {', '.join(SEMANTICS)}")
     score, form = SEMANTICS[semantics]
     ref_atoms = any(a.startswith("ref_") for a in structure.atoms)
     if ref_atoms and score == "ratio":

@@ -49,13 +49,13 @@ def simplest_formulas(atoms: tuple[str, ...] = ATOMS2, size: int = 3) -> dict[Ta
         for a, b in itertools.product(pool, repeat=2):
             for op in ("&", "|", "^", "->"):
                 fresh.append(f"{_wrap(a)} {op} {_wrap(b)}")
-        kept = []
-        for text in fresh:
+        found: dict[Table, str] = {}
+        for text in fresh:  # the shortest text of each table new in this layer
             table = truth_table(parse(text), atoms)
-            if table not in best:
-                best[table] = text
-                kept.append(text)
-        layers.append(kept)
+            if table not in best and (table not in found or len(text) < len(found[table])):
+                found[table] = text
+        best.update(found)
+        layers.append(list(found.values()))
         if len(best) == 2 ** (2 ** len(atoms)):
             break
     return best
