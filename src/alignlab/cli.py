@@ -272,6 +272,15 @@ def cmd_init_tiny_model(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    if args.suite == "list":
+        return _eval_suite(args, console)
+    if not args.model:
+        raise AlignlabError("alignlab eval needs --model\n  hint: a model folder or hub id")
+    if args.suite:
+        return _eval_suite(args, console)
+    if not args.data:
+        raise AlignlabError("alignlab eval needs --data (preference pairs) or --suite NAME\n"
+                            "  hint: `alignlab eval --suite list` lists the suites")
     from alignlab.config import ModelConfig
     from alignlab.data.load import load_records
     from alignlab.data.records import PreferencePair
@@ -302,6 +311,63 @@ def cmd_eval(args: argparse.Namespace, console: Console) -> int:
                    out / "report.html")
         console.print(f"wrote {out / 'eval.json'} and {out / 'report.html'}")
     return 0
+
+
+def _eval_suite(args: argparse.Namespace, console: Console) -> int:
+    """`alignlab eval --suite NAME`: items (embedded or --items), responses, metrics, JSON and HTML."""
+    from rich.table import Table
+
+    from alignlab.config import ModelConfig
+    from alignlab.eval.report import write_html, write_json
+    from alignlab.eval.suites import SUITES, Responder, ResponseOptions, get_suite
+    from alignlab.models import load_policy, load_tokenizer
+
+    if args.suite == "list":
+        table = Table("suite", "measures", "items (one JSON object per line)", title="evaluation suites",
+                      title_justify="left")
+        for entry in SUITES.entries():
+            table.add_row(entry.name, escape(entry.contract["summary"]), escape(entry.contract["item_format"]))
+        console.print(table)
+        return 0
+    suite = get_suite(args.suite)
+    items = suite.items(args.items)  # a malformed item file fails before any model loads
+    options = ResponseOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                              batch_size=args.batch_size)
+
+    def responder(name: str) -> Responder:
+        model = load_policy(ModelConfig(name_or_path=name, dtype=args.dtype), args.device).eval()
+        return Responder(model, load_tokenizer(name), options, name=name)
+
+    result = suite.evaluate(responder(args.model), items, responder(args.ref) if args.ref else None)
+    result.inputs.update({"items": args.items or "embedded", "ref": args.ref, "seed": args.seed})
+    table = Table("metric", "value", "definition", title=f"{suite.name}: {args.model}", title_justify="left")
+    for m in result.metrics:
+        value = "–" if m.value is None else f"{m.value:.3f}" + (f" ± {m.stderr:.3f}" if m.stderr is not None else "")
+        if m.interval is not None:
+            value += f" [{m.interval[0]:.3f}, {m.interval[1]:.3f}]"
+        table.add_row(m.name, value, escape(m.definition))
+    console.print(table)
+    if args.out:
+        out = Path(args.out)
+        write_json(result.to_json(), out / f"{suite.name}.json")
+        write_html([suite_section(result)], out / "report.html")
+        console.print(f"wrote {out / (suite.name + '.json')} and {out / 'report.html'}")
+    return 0
+
+
+def suite_section(result: Any) -> str:
+    from alignlab.eval.report import html_section
+
+    metrics = [{"metric": m.name, "value": "–" if m.value is None else round(m.value, 4),
+                "± s.e.": "" if m.stderr is None else round(m.stderr, 4),
+                "interval": "" if m.interval is None else f"[{m.interval[0]:.3f}, {m.interval[1]:.3f}]",
+                "definition": m.definition} for m in result.metrics]
+    tables = {"Metrics": metrics, **result.tables}
+    rows = [{k: (v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)) for k, v in r.items()}
+            for r in result.rows[:50]]
+    tables["Items (first 50)"] = rows
+    return html_section(f"{result.suite}: {result.inputs.get('model')} on {result.inputs.get('items')} items",
+                        {"tables": tables, "notes": result.notes})
 
 
 def cmd_generate(args: argparse.Namespace, console: Console) -> int:
@@ -588,9 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(handler=cmd_init_tiny_model)
 
     evaluate = commands.add_parser("eval", help="did a model learn the preferences? ranking accuracy and more")
-    evaluate.add_argument("--model", required=True, help="the model to evaluate (a folder or hub id)")
+    evaluate.add_argument("--model", help="the model to evaluate (a folder or hub id)")
     evaluate.add_argument("--ref", help="its reference (e.g. the SFT model): implicit rewards, idealized accuracy")
-    evaluate.add_argument("--data", required=True, help="preference pairs in any supported format")
+    evaluate.add_argument("--data", help="preference pairs in any supported format (the ranking diagnostics)")
+    evaluate.add_argument("--suite", help="an evaluation suite instead of the pair diagnostics (`--suite list`)")
+    evaluate.add_argument("--items", help="the suite's items (JSONL; default: its embedded set)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=64, help="suites: response length")
+    evaluate.add_argument("--temperature", type=float, default=0.0, help="suites: 0 is greedy")
+    evaluate.add_argument("--seed", type=int, default=0, help="suites: sampling seed")
     evaluate.add_argument("--beta", type=float, default=0.1, help="β of the objective (implicit rewards)")
     evaluate.add_argument("--alpha", type=float, help="assumed rater share when the data has none (default 0.9)")
     evaluate.add_argument("--out", help="folder for eval.json and report.html")
