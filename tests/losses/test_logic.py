@@ -291,3 +291,8 @@ def test_the_papers_single_model_losses() -> None:
     assert not structure.plain and str(structure) == "l -> w given w | l both w & l"
     with pytest.raises(FormulaError, match="no \\(P ∧ C, C\\) form"):
         structure.tables()
+
+
+def test_only_plain_structures_are_marked_verified() -> None:
+    assert get_loss("derived:dpo").contract.verified
+    assert not get_loss("derived:cpo_single").contract.verified

@@ -27,6 +27,7 @@ PREFIX = "derived:"
 PAPER = ("Richardson, Srikumar & Sabharwal 2025, Understanding the Logic of Direct Preference Alignment "
          "through Logic, arXiv 2412.17696")
 EQUATION = "semantic loss of a preference structure, −log WMC(P ∧ C) / WMC(C)"
+EQUATION_BOTH = "−log WMC(✓) / (WMC(✓) + WMC(✗)), shared worlds on both sides (alignlab's reading of P_A)"
 DEFAULT_BETA = {"ref": 0.1, "logit-sum": 0.1, "logit-mean": 2.0}
 """β defaults: DPO's and CPO's 0.1; SimPO's recommended 2.0 for token means."""
 
@@ -127,8 +128,9 @@ def derived_entry(name: str) -> Entry:
     structure, semantics = spec_of(name)
     fn, needs_ref, logps = compile_loss(structure, semantics)
     fn.__name__ = fn.__qualname__ = "derived_loss"
+    # Worlds counted on both sides are alignlab's reading of the paper's P_A: not verified.
     register_loss(name, needs_ref=needs_ref, logps=logps, data="paired", paper=PAPER,  # type: ignore[arg-type]
-                  equation=EQUATION)(fn)
+                  equation=EQUATION if structure.plain else EQUATION_BOTH, verified=structure.plain)(fn)
     return LOSSES.get(name)
 
 
