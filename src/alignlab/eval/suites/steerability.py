@@ -29,7 +29,8 @@ authors' default goals, in their order):
   pronouns, interjections, auxiliaries and common verbs and adverbs), suffix rules and the
   previous word (a word after a pronoun, an auxiliary or infinitive *to* is a verb; otherwise an
   unknown word is a noun); capitalised words inside a sentence are proper nouns (not counted, as
-  spaCy's PROPN). Expect it to track, not equal, the tagger's score.
+  spaCy's PROPN). Expect it to track, not equal, the tagger's score: it was not compared with
+  spaCy's tags here, and unknown words default to nouns, which pushes scores up.
 
 Each raw value is min-max normalised with the authors' ranges (the middle 95% of their seed data:
 :data:`RANGES`) and clipped to [0, 1].
