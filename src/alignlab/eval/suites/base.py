@@ -171,6 +171,19 @@ def require(row: Mapping[str, Any], key: str, where: Location, kind: type | tupl
     return value
 
 
+def contains_answer(response: str, answers: Sequence[str]) -> bool:
+    """Whether a normalised answer (SQuAD normalisation) occurs in the normalised response as
+    consecutive whole words: "no" is not found inside "not", as a plain substring test would."""
+    from alignlab.rewards.verifiers import normalize_answer
+
+    words = normalize_answer(response).split()
+    for answer in answers:
+        gold = normalize_answer(answer).split()
+        if gold and any(words[i:i + len(gold)] == gold for i in range(len(words) - len(gold) + 1)):
+            return True
+    return False
+
+
 def proportion(hits: Iterable[bool]) -> tuple[float | None, float | None]:
     """(share, its binomial standard error) of a list of booleans; (None, None) for none."""
     values = [bool(h) for h in hits]

@@ -58,6 +58,7 @@ from alignlab.eval.suites.base import (
     Metric,
     Suite,
     SuiteResult,
+    contains_answer,
     proportion,
     register_suite,
     require,
@@ -88,14 +89,7 @@ class PoisonItem:
     id: str = ""
 
 
-def contains(response: str, answers: Sequence[str]) -> bool:
-    """Whether a normalised answer occurs in the normalised response as consecutive whole words."""
-    words = normalize_answer(response).split()
-    for answer in answers:
-        gold = normalize_answer(answer).split()
-        if gold and any(words[i:i + len(gold)] == gold for i in range(len(words) - len(gold) + 1)):
-            return True
-    return False
+contains = contains_answer  # the honesty suite's matching, shared (base.contains_answer)
 
 
 def label(response: str, answers: Sequence[str], poison_answers: Sequence[str]) -> str:
