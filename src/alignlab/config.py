@@ -164,12 +164,25 @@ class TrainConfig:
     """Keep only each decoder layer's input and recompute the layer in the backward pass: less
     activation memory for about one more forward of time; composes with packing, the lean layers
     and LoRA (gradients equal to without it)."""
-    distributed: Literal["ddp", "fsdp"] = "ddp"
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
     """With several processes: "ddp" replicates the model; "fsdp" shards parameters, gradients and
-    optimizer state (FSDP2, one shard unit per transformer block)."""
+    optimizer state (FSDP2, one shard unit per transformer block); "deepspeed" runs DeepSpeed ZeRO
+    (train.zero_stage; pip install 'alignlab[deepspeed]'). Under `accelerate launch` with a
+    DeepSpeed config the default ddp gives way to deepspeed."""
     fsdp_cpu_offload: bool = False
     """With train.distributed=fsdp on GPUs: keep the sharded parameters, gradients and optimizer
     state in CPU memory between uses (FSDP2's CPUOffloadPolicy): slower, far less GPU memory."""
+    deepspeed: str | None = None
+    """With train.distributed=deepspeed: a DeepSpeed JSON config for what alignlab does not set
+    itself (bucket sizes, overlap, stage-3 thresholds); a value in it that contradicts an alignlab
+    setting (batch, accumulation, clipping, precision, ZeRO stage, offload) is an error."""
+    zero_stage: Literal[2, 3] | None = None
+    """ZeRO stage of train.distributed=deepspeed: 2 partitions optimizer state and gradients over
+    the ranks, 3 the parameters too; null: the DeepSpeed config's or the launcher's, else 2."""
+    zero_offload: Literal["none", "optimizer", "all"] | None = None
+    """With train.distributed=deepspeed on GPUs: keep the optimizer state ("optimizer"), and with
+    ZeRO-3 the parameters too ("all"), in CPU memory; null: the DeepSpeed config's or the
+    launcher's, else none."""
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ..."""
 

@@ -61,6 +61,10 @@ def diagnose(config: RunConfig) -> Diagnosis:
     if entry.contract.data == "prompt" or config.rl.pairs is not None:
         report.run("rewards", lambda: _rewards(config, entry))
     report.run("model", lambda: _model(config))
+    from alignlab.train.deepspeed import wants_deepspeed
+
+    if wants_deepspeed(config.train):
+        report.run("deepspeed", lambda: _deepspeed(config, entry))
     return report
 
 
@@ -129,6 +133,17 @@ def _model(config: RunConfig) -> str:
     if config.model.lora.enabled:
         detail += f", LoRA r={config.model.lora.r} on {list(config.model.lora.target_modules)}"
     return detail
+
+
+def _deepspeed(config: RunConfig, entry: Any) -> str:
+    """DeepSpeed installed, the ZeRO setup consistent (its JSON, the launcher's settings, the
+    train settings), nothing refused; the process count is the launcher's, unknown here."""
+    from alignlab.kinds import get_kind
+    from alignlab.train.deepspeed import deepspeed_plan
+
+    online = entry.contract.data == "prompt" or config.rl.pairs is not None or config.rl.opa.reviser is not None
+    plan = deepspeed_plan(config, None, online=online, reward_model=get_kind(entry.contract.data).reward_model)
+    return plan.describe() if plan is not None else "not used"
 
 
 def render(report: Diagnosis, console: Any) -> None:

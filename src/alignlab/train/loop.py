@@ -97,6 +97,7 @@ class Trainer:
         export: Callable[[Path], Any] | None = None,
         callbacks: Sequence[Any] = (),
         trackers: Trackers | None = None,
+        engine: Any = None,
     ) -> None:
         self.settings, self.model, self.step_fn, self.order = settings, model, step, order
         self.run_dir, self.loss_state, self.evaluate = Path(run_dir), loss_state, evaluate
@@ -106,8 +107,10 @@ class Trainer:
         if not self.params:
             raise AlignlabError("the model has no trainable parameters")
         self.names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay,
-                                           fused=_fusable(self.params, sharded))
+        # DeepSpeed (alignlab.train.zero.ZeroEngine, also ``model``): its engine backpropagates,
+        # reduces, clips and steps the client AdamW it was built with; the loop does the rest.
+        self.engine = engine
+        self.optimizer = engine.optimizer if engine is not None else adamw(settings, self.params, sharded)
         per_epoch = order.batches_per_epoch()
         # A set of rollouts serves `iterations` optimizer steps without consuming new prompts.
         reuse = rollout.iterations if rollout is not None else 1
@@ -127,7 +130,7 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         self._resume()
-        if not self.sharded:
+        if not self.sharded and self.engine is None:  # ZeRO allocates on its partitions
             allocate_adamw_state(self.optimizer)
         last: dict[str, float] = {}
         device = next(iter(self.params)).device
@@ -205,7 +208,8 @@ class Trainer:
         return out
 
     def _optimizer_step(self, device: torch.device) -> dict[str, float]:
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.engine is None:  # the engine clears its gradients in its own step
+            self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         raw: dict[str, list[torch.Tensor]] = {}
         loss_total, tokens, examples = 0.0, 0, 0
@@ -224,10 +228,15 @@ class Trainer:
             if bad_ranks:
                 # Not counted in the data position yet: the whole step's micro-batches are passed over.
                 self.micro_batches += advance
+                if self.engine is not None and k > 0 and self.settings.on_nonfinite == "skip":
+                    self.engine.discard(result.loss_sum)  # the micro-batches before this one
                 return self._nonfinite("loss", bad_ranks)
-            # DDP averages gradients over ranks; scaling by world size turns that into the global sum.
+            # DDP (and ZeRO) average gradients over ranks; scaling by world size turns that into the global sum.
             scaled = result.loss_sum * (self.order.world_size / total)
-            scaled.backward()
+            if self.engine is not None:
+                self.engine.backward(scaled, last=sync)
+            else:
+                scaled.backward()
             loss_total += float(result.loss_sum.detach())
             tokens += result.tokens
             examples += result.examples
@@ -238,10 +247,12 @@ class Trainer:
         self.micro_batches += advance
         # Rank-consistent without a collective of its own: DDP all-reduced the gradients in the last
         # backward (a NaN anywhere is a NaN everywhere), and FSDP's clip computes the global norm.
-        grad_norm = self._clip()
+        # DeepSpeed clips and steps in one call, and skips a step whose norm is not finite.
+        grad_norm = self.engine.step() if self.engine is not None else self._clip()
         if not math.isfinite(grad_norm):
             return self._nonfinite("gradient")
-        self.optimizer.step()
+        if self.engine is None:
+            self.optimizer.step()
         self.scheduler.step()
         if self.loss_state is not None:  # after the optimizer step, as BCO's δ (never in eval)
             self.loss_state.update({name: torch.cat(parts) for name, parts in raw.items()})
@@ -297,7 +308,8 @@ class Trainer:
 
         The caller has already advanced ``micro_batches`` past the step, so a skip resumes on
         the next step's data."""
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.engine is None:  # DeepSpeed dropped its gradients (ZeroEngine.step, .discard)
+            self.optimizer.zero_grad(set_to_none=True)
         if self.settings.on_nonfinite == "stop":
             where = ""
             if ranks is not None and self.order.world_size > 1:
@@ -338,14 +350,17 @@ class Trainer:
         self.trackers.log(record, int(record.get("step", self.step)))
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
+        if self.engine is not None:
+            return self.engine.full_state()
         if self.sharded:
             return full_state(self.model)
         return {self.names[id(p)]: p.detach() for p in self.params}
 
     def _save(self) -> None:
         # Sharded weights and optimizer state are gathered by every rank; rank 0 writes.
-        weights = self.trainable_state() if self.sharded or self.rank == 0 else {}
-        optimizer = self._optimizer_state() if self.sharded or self.rank == 0 else {}
+        gathered = self.sharded or self.engine is not None
+        weights = self.trainable_state() if gathered or self.rank == 0 else {}
+        optimizer = self._optimizer_state() if gathered or self.rank == 0 else {}
         if self.rank != 0:
             return
         state = TrainingState(
@@ -358,6 +373,8 @@ class Trainer:
         self._notify("on_save", path)
 
     def _optimizer_state(self) -> dict[str, Any]:
+        if self.engine is not None:
+            return self.engine.full_optimizer_state()
         if self.sharded:
             return full_optimizer_state(self.model, self.optimizer)
         return self.optimizer.state_dict()
@@ -371,7 +388,10 @@ class Trainer:
         if missing:
             raise AlignlabError(f"checkpoint lacks trainable weights {missing[:3]}...\n  hint: it belongs "
                                 "to another model or LoRA setting; use another output_dir")
-        if self.sharded:
+        if self.engine is not None:
+            self.engine.load_full_state(state.weights)
+            self.engine.load_full_optimizer_state(state.optimizer)
+        elif self.sharded:
             load_full_state(self.model, state.weights)
             load_full_optimizer_state(self.model, self.optimizer, state.optimizer)
         else:
@@ -388,6 +408,12 @@ class Trainer:
         self.step, self.micro_batches, self.counters = state.step, state.micro_batches, dict(state.counters)
         self.best.load_state_dict(self.counters.pop("best", {}))
         self.console.print(f"resumed from step {self.step} ({self.checkpoints})")
+
+
+def adamw(settings: TrainConfig, params: list[torch.Tensor], sharded: bool = False) -> torch.optim.AdamW:
+    """The optimizer of every run (a ZeRO engine is handed this one too)."""
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay,
+                             fused=_fusable(params, sharded))
 
 
 def _fusable(params: list[torch.Tensor], sharded: bool) -> bool | None:

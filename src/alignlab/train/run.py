@@ -50,8 +50,9 @@ from alignlab.models.reference import AdapterReference, CopyReference, Reference
 from alignlab.models.value import PolicyAndValue, TokenValueModel
 from alignlab.registry import Entry
 from alignlab.train.card import DataSource, fingerprint_source, write_model_card
+from alignlab.train.deepspeed import deepspeed_plan
 from alignlab.train.fsdp import gathered_model, shard
-from alignlab.train.loop import Trainer
+from alignlab.train.loop import Trainer, adamw
 from alignlab.train.online import RolloutPhase, advantage_estimator, build_rewards
 from alignlab.train.online_pairs import (
     OnlinePairsPhase,
@@ -61,6 +62,7 @@ from alignlab.train.online_pairs import (
 from alignlab.train.order import ExampleOrder, PackedOrder
 from alignlab.train.steps import make_step
 from alignlab.train.tracking import Trackers, check_trackers
+from alignlab.train.zero import ZeroEngine
 from alignlab.typed_yaml import to_dict
 
 EVAL_KEY = "eval/"
@@ -230,6 +232,10 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         if device.type == "cpu":  # FSDP2's offload moves shards between an accelerator and the CPU
             raise ConfigError("train.fsdp_cpu_offload needs GPUs: on CPU the shards are in CPU memory already\n"
                               "  hint: remove train.fsdp_cpu_offload")
+    zero_plan = deepspeed_plan(  # DeepSpeed ZeRO (train.distributed, or `accelerate launch`), or None
+        config, world, device, reward_model=get_kind(entry.contract.data).reward_model,
+        online=entry.contract.data == "prompt" or config.rl.pairs is not None or config.rl.opa.reviser is not None,
+        model_given=given.model is not None)
     if config.model.quantization != "none" and mode == "copy":
         raise ConfigError("train.reference=copy would copy the quantised base\n  hint: train.reference=adapters "
                           "(the base with the adapters off is the reference) or auto")
@@ -306,6 +312,11 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         policy = forward = PolicyAndValue(policy, critic)
     if sharded:
         forward = shard(policy, model, cpu_offload=config.train.fsdp_cpu_offload)
+    elif zero_plan is not None:
+        forward = ZeroEngine(zero_plan, policy, model, adamw(config.train, [p for p in policy.parameters()
+                                                                            if p.requires_grad]))
+        if rank == 0:  # what DeepSpeed was given, for the record
+            (run_dir / "deepspeed.json").write_text(json.dumps(zero_plan.config, indent=2) + "\n", encoding="utf-8")
     elif world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
     state = entry.contract.state() if entry.contract.state is not None else None
@@ -338,7 +349,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
 
     trainer = Trainer(config.train, forward, step, order, run_dir, loss_state=state, rollout=rollout,
                       evaluate=evaluate, console=console, rank=rank, sharded=sharded, export=export,
-                      callbacks=given.callbacks, trackers=Trackers(report_to, run_dir, to_dict(config)) if rank == 0 else None)
+                      callbacks=given.callbacks, trackers=Trackers(report_to, run_dir, to_dict(config)) if rank == 0 else None,
+                      engine=forward if zero_plan is not None else None)
     last = trainer.fit()
     final = evaluate() if evaluate else {}
     if final and rank == 0:
@@ -347,6 +359,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         trainer.trackers.close()
     if sharded:  # gather the shards into a plain model on rank 0 (a collective: every rank calls)
         model = gathered_model(forward, lambda: load_policy(config.model, "cpu"), rank)
+    elif zero_plan is not None:  # ZeRO's partitions consolidated likewise
+        model = forward.consolidated(lambda: load_policy(config.model, "cpu"))
     if rank == 0:
         save_final(model, tokenizer, run_dir / "model", merge_lora=config.model.lora.merge_on_save)
         if critic is not None:
