@@ -274,10 +274,10 @@ def cmd_init_tiny_model(args: argparse.Namespace, console: Console) -> int:
 def cmd_eval(args: argparse.Namespace, console: Console) -> int:
     if args.suite == "list":
         return _eval_suite(args, console)
-    if not args.model:
-        raise AlignlabError("alignlab eval needs --model\n  hint: a model folder or hub id")
     if args.suite:
         return _eval_suite(args, console)
+    if not args.model:
+        raise AlignlabError("alignlab eval needs --model\n  hint: a model folder or hub id")
     if not args.data:
         raise AlignlabError("alignlab eval needs --data (preference pairs) or --suite NAME\n"
                             "  hint: `alignlab eval --suite list` lists the suites")
@@ -317,9 +317,10 @@ def _eval_suite(args: argparse.Namespace, console: Console) -> int:
     """`alignlab eval --suite NAME`: items (embedded or --items), responses, metrics, JSON and HTML."""
     from rich.table import Table
 
+    import alignlab.testbed.weak_to_strong  # noqa: F401  (registers the suite that trains on the testbed)
     from alignlab.config import ModelConfig
     from alignlab.eval.report import write_html, write_json
-    from alignlab.eval.suites import SUITES, Responder, ResponseOptions, get_suite
+    from alignlab.eval.suites import SUITES, Responder, ResponseOptions, get_suite, suite_section
     from alignlab.models import load_policy, load_tokenizer
 
     if args.suite == "list":
@@ -330,17 +331,27 @@ def _eval_suite(args: argparse.Namespace, console: Console) -> int:
         console.print(table)
         return 0
     suite = get_suite(args.suite)
-    items = suite.items(args.items)  # a malformed item file fails before any model loads
-    options = ResponseOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                              batch_size=args.batch_size)
+    options = suite_options(suite, args.option or [])
+    if suite.trains:
+        if not args.out:
+            raise AlignlabError(f"the {suite.name} suite trains models and needs a folder for them\n  hint: --out DIR")
+        items = suite.items(args.items) if args.items else None  # a malformed file fails before training
+        result = suite.train_and_evaluate(items, args.out, console, strong=args.model, weak=args.ref, **options)
+    else:
+        if not args.model:
+            raise AlignlabError("alignlab eval needs --model\n  hint: a model folder or hub id")
+        items = suite.items(args.items)  # a malformed item file fails before any model loads
+        response = ResponseOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                   seed=args.seed, batch_size=args.batch_size)
 
-    def responder(name: str) -> Responder:
-        model = load_policy(ModelConfig(name_or_path=name, dtype=args.dtype), args.device).eval()
-        return Responder(model, load_tokenizer(name), options, name=name)
+        def responder(name: str) -> Responder:
+            model = load_policy(ModelConfig(name_or_path=name, dtype=args.dtype), args.device).eval()
+            return Responder(model, load_tokenizer(name), response, name=name)
 
-    result = suite.evaluate(responder(args.model), items, responder(args.ref) if args.ref else None)
-    result.inputs.update({"items": args.items or "embedded", "ref": args.ref, "seed": args.seed})
-    table = Table("metric", "value", "definition", title=f"{suite.name}: {args.model}", title_justify="left")
+        result = suite.evaluate(responder(args.model), items, responder(args.ref) if args.ref else None, **options)
+    result.inputs.update({"items": args.items or "embedded", "ref": args.ref, "seed": args.seed, **options})
+    table = Table("metric", "value", "definition", title=f"{suite.name}: {result.inputs.get('model')}",
+                  title_justify="left")
     for m in result.metrics:
         value = "–" if m.value is None else f"{m.value:.3f}" + (f" ± {m.stderr:.3f}" if m.stderr is not None else "")
         if m.interval is not None:
@@ -355,19 +366,35 @@ def _eval_suite(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def suite_section(result: Any) -> str:
-    from alignlab.eval.report import html_section
+def suite_options(suite: Any, given: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs (VALUE read as YAML: 3, true, [a, b]) checked against what the
+    suite takes: its ``run`` keywords, or its settings for a suite that trains."""
+    import dataclasses
+    import inspect
 
-    metrics = [{"metric": m.name, "value": "–" if m.value is None else round(m.value, 4),
-                "± s.e.": "" if m.stderr is None else round(m.stderr, 4),
-                "interval": "" if m.interval is None else f"[{m.interval[0]:.3f}, {m.interval[1]:.3f}]",
-                "definition": m.definition} for m in result.metrics]
-    tables = {"Metrics": metrics, **result.tables}
-    rows = [{k: (v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)) for k, v in r.items()}
-            for r in result.rows[:50]]
-    tables["Items (first 50)"] = rows
-    return html_section(f"{result.suite}: {result.inputs.get('model')} on {result.inputs.get('items')} items",
-                        {"tables": tables, "notes": result.notes})
+    import yaml
+
+    from alignlab.registry import suggest
+
+    if suite.trains:
+        from alignlab.testbed.weak_to_strong import WeakToStrongSettings
+
+        known = {f.name for f in dataclasses.fields(WeakToStrongSettings)}
+    else:
+        known = {name for name, p in inspect.signature(suite.run).parameters.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    options: dict[str, Any] = {}
+    for pair in given:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise AlignlabError(f"--option {pair!r} is not KEY=VALUE\n  hint: e.g. --option seeds=3")
+        if key not in known:
+            raise AlignlabError(f"the {suite.name} suite has no option {key!r}.{suggest(key, known)}\n"
+                                f"  hint: its options: {', '.join(sorted(known)) or 'none'}")
+        options[key] = yaml.safe_load(value)
+    if suite.trains and options:
+        return {"settings": WeakToStrongSettings(**options)}
+    return options
 
 
 def cmd_generate(args: argparse.Namespace, console: Console) -> int:
@@ -662,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=64, help="suites: response length")
     evaluate.add_argument("--temperature", type=float, default=0.0, help="suites: 0 is greedy")
     evaluate.add_argument("--seed", type=int, default=0, help="suites: sampling seed")
+    evaluate.add_argument("--option", action="append", metavar="KEY=VALUE",
+                          help="suites: one of the suite's options (repeatable), e.g. --option scorer=lexical")
     evaluate.add_argument("--beta", type=float, default=0.1, help="β of the objective (implicit rewards)")
     evaluate.add_argument("--alpha", type=float, help="assumed rater share when the data has none (default 0.9)")
     evaluate.add_argument("--out", help="folder for eval.json and report.html")

@@ -44,7 +44,8 @@ from alignlab.testbed.world import (
 )
 from alignlab.train.run import run_training
 
-SIZES = {"tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
+SIZES = {"micro": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+         "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
          "small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256}}
 OBJECTIVES = {  # loss, its hyperparameters, data kind, learning rate
     "dpo": ("dpo", {"beta": 0.1}, None, 3e-4),
@@ -153,10 +154,12 @@ def run_experiment(settings: ExperimentSettings, out: str | Path, console: Conso
     return report
 
 
-def _train_base(settings: ExperimentSettings, tokenizer: Any, out: Path, console: Console) -> Path:
+def _train_base(settings: ExperimentSettings, tokenizer: Any, out: Path, console: Console,
+                name: str = "base") -> Path:
+    """A transformer of ``settings.model_size`` trained from scratch on the world's base responses."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    init = out / "models" / "init"
+    init = out / "models" / ("init" if name == "base" else f"{name}-init")
     torch.manual_seed(settings.seed)
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -164,7 +167,7 @@ def _train_base(settings: ExperimentSettings, tokenizer: Any, out: Path, console
     LlamaForCausalLM(config).save_pretrained(init)
     tokenizer.save_pretrained(init)
     write_jsonl(sft_examples(4096, settings.seed), out / "data" / "sft.jsonl")
-    return _run(out, "base", init, "nll", {}, None, out / "data" / "sft.jsonl", settings.sft_steps, 3e-3,
+    return _run(out, name, init, "nll", {}, None, out / "data" / "sft.jsonl", settings.sft_steps, 3e-3,
                 settings, console, batch_size=32)
 
 
@@ -174,7 +177,7 @@ def _align(name: str, settings: ExperimentSettings, base: Path, out: Path, conso
                 settings, console, batch_size=16)
 
 
-def _run(out, name, model, loss, kwargs, kind, data, steps, lr, settings, console, batch_size) -> Path:
+def _run(out, name, model, loss, kwargs, kind, data, steps, lr, settings, console, batch_size, extra=()) -> Path:
     overrides = [f"data.path={data}", f"model.name_or_path={model}", f"train.loss={loss}",
                  f"train.output_dir={out / 'runs' / name}", f"train.max_steps={steps}", f"train.lr={lr}",
                  f"train.batch_size={batch_size}", f"train.seed={settings.seed}", "train.warmup_ratio=0.05",
@@ -183,6 +186,7 @@ def _run(out, name, model, loss, kwargs, kind, data, steps, lr, settings, consol
     overrides += [f"train.loss_kwargs.{k}={v}" for k, v in kwargs.items()]
     if kind:
         overrides.append(f"data.kind={kind}")
+    overrides += list(extra)
     run_training(load_config(None, overrides), Console(quiet=True))
     line = json.loads((out / "runs" / name / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     console.print(f"{name}: {steps} steps, final loss {line['loss']:.4f}")

@@ -17,7 +17,8 @@ from alignlab.eval.suites.base import (
     SuiteResult,
     get_suite,
     register_suite,
+    suite_section,
 )
 
 __all__ = ["SUITES", "FixedResponder", "Metric", "Responder", "ResponseOptions", "Suite", "SuiteResult",
-           "get_suite", "register_suite"]
+           "get_suite", "register_suite", "suite_section"]

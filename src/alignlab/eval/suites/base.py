@@ -109,6 +109,9 @@ class Suite:
     """The documented item format: the fields of one JSONL row and what they mean."""
     needs_reference: ClassVar[bool] = False
     """Whether it compares the model with a reference model (``--ref``)."""
+    trains: ClassVar[bool] = False
+    """Whether it trains models itself (weak-to-strong): it takes model paths through
+    ``train_and_evaluate(items, out, console, strong=..., weak=...)``, not a responder."""
 
     def embedded_items(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -146,6 +149,25 @@ class Suite:
         result.inputs.setdefault("items", str(items) if isinstance(items, (str, Path)) else "embedded")
         result.inputs.setdefault("model", getattr(responder, "name", "model"))
         return result
+
+
+def suite_section(result: SuiteResult) -> str:
+    """The result as one section of the HTML report: metrics with definitions, its tables, the
+    first 50 item rows (nested values as JSON), its notes."""
+    import json
+
+    from alignlab.eval.report import html_section
+
+    metrics = [{"metric": m.name, "value": "–" if m.value is None else round(m.value, 4),
+                "± s.e.": "" if m.stderr is None else round(m.stderr, 4),
+                "interval": "" if m.interval is None else f"[{m.interval[0]:.3f}, {m.interval[1]:.3f}]",
+                "definition": m.definition} for m in result.metrics]
+    tables = {"Metrics": metrics, **result.tables}
+    rows = [{k: (v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)) for k, v in r.items()}
+            for r in result.rows[:50]]
+    tables["Items (first 50)"] = rows
+    return html_section(f"{result.suite}: {result.inputs.get('model')} on {result.inputs.get('items')} items",
+                        {"tables": tables, "notes": result.notes})
 
 
 def register_suite(cls: type[Suite]) -> type[Suite]:
