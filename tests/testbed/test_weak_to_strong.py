@@ -27,13 +27,28 @@ def _prompt_of(chat):
     return next(p for p in all_prompts() if p.text == text)
 
 
-def test_gold_pairs_are_labelled_by_the_true_reward():
-    pairs, ties = w2s.gold_pairs(200, seed=3)
+@pytest.mark.parametrize("task", ["knowledge", "all"])
+def test_gold_pairs_are_labelled_by_the_true_reward(task):
+    pairs, ties = w2s.gold_pairs(200, seed=3, task=task)
     assert len(pairs) == 200 and ties >= 0
     for pair in pairs:
         prompt = _prompt_of(pair.prompt)
         assert true_reward(prompt, w2s.plain(pair.chosen)) > true_reward(prompt, w2s.plain(pair.rejected))
-    assert [p.chosen for p in w2s.gold_pairs(200, seed=3)[0]] == [p.chosen for p in pairs]  # seeded
+    assert [p.chosen for p in w2s.gold_pairs(200, seed=3, task=task)[0]] == [p.chosen for p in pairs]  # seeded
+
+
+def test_knowledge_pairs_differ_only_in_the_answer():
+    pairs, ties = w2s.gold_pairs(100, seed=0, task="knowledge")
+    assert ties == 0
+    for pair in pairs:
+        prompt = _prompt_of(pair.prompt)
+        chosen, rejected = w2s.plain(pair.chosen).split(), w2s.plain(pair.rejected).split()
+        assert len(chosen) == len(rejected)
+        differing = [(a, b) for a, b in zip(chosen, rejected, strict=True) if a != b]
+        assert len(differing) == 1 and differing[0][0] == prompt.answer
+    assert len({w2s.plain(p.chosen) == min(w2s.plain(p.chosen), w2s.plain(p.rejected)) for p in pairs}) == 2
+    with pytest.raises(ValueError, match="unknown weak_to_strong task"):
+        w2s.gold_pairs(3, 0, task="trivia")
 
 
 class _Scorer:

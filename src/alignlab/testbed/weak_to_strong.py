@@ -39,7 +39,17 @@ from alignlab.eval.suites.base import Metric, Suite, SuiteResult, register_suite
 from alignlab.eval.suites.weak_to_strong import ROLES, weak_to_strong_metrics
 from alignlab.testbed.experiment import ExperimentSettings, _run, _train_base
 from alignlab.testbed.tokenizer import build_tokenizer
-from alignlab.testbed.world import base_responses, chat, sample_prompts, true_reward
+from alignlab.testbed.world import (
+    ANSWER_FORMS,
+    DOMAINS,
+    Prompt,
+    base_responses,
+    chat,
+    sample_prompts,
+    true_reward,
+)
+
+TASKS = ("knowledge", "all")
 
 ITEM_FORMAT = ('{"prompt": str or chat messages, "chosen": str, "rejected": str}: chosen is the ground '
                'truth (the better response); the pairs are split into thirds: weak training, '
@@ -48,6 +58,11 @@ ITEM_FORMAT = ('{"prompt": str or chat messages, "chosen": str, "rejected": str}
 
 @dataclass(frozen=True)
 class WeakToStrongSettings:
+    task: str = "knowledge"
+    """"knowledge": a right and a wrong answer to an answerable question in the same sentence form,
+    so only knowing the answer separates them (what the strong base learned in pretraining and the
+    weak one barely did); "all": two base responses of any prompt (fillers, harmful sentences,
+    abstentions and answers: surface cues a small model learns from scratch)."""
     seeds: int = 3
     """Training seeds (head initialisation and example order); the s.e. is over seeds and test items."""
     pairs: int = 1536
@@ -64,14 +79,16 @@ class WeakToStrongSettings:
     seed: int = 0
 
 
-def gold_pairs(n: int, seed: int) -> tuple[list[PreferencePair], int]:
+def gold_pairs(n: int, seed: int, task: str = "knowledge") -> tuple[list[PreferencePair], int]:
     """``n`` testbed pairs labelled by the true reward (chosen is better), and how many draws were
     ties (equal true reward: no ground truth) and drawn again."""
+    if task not in TASKS:
+        raise ValueError(f"unknown weak_to_strong task {task!r}; choose from {list(TASKS)}")
     rng, pairs, ties = random.Random(f"weak-to-strong-{seed}"), [], 0
-    prompts = iter(sample_prompts(4 * n, seed))
+    prompts = iter(p for p in sample_prompts(8 * n, seed) if task == "all" or p.answer is not None)
     while len(pairs) < n:
         prompt = next(prompts)
-        a, b = base_responses(prompt, rng, 2)
+        a, b = base_responses(prompt, rng, 2) if task == "all" else _right_and_wrong(prompt, rng)
         ra, rb = true_reward(prompt, a), true_reward(prompt, b)
         if ra == rb:
             ties += 1
@@ -79,6 +96,16 @@ def gold_pairs(n: int, seed: int) -> tuple[list[PreferencePair], int]:
         chosen, rejected = (a, b) if ra > rb else (b, a)
         pairs.append(PreferencePair(chat(prompt), chosen, rejected, source="testbed", id=f"w2s-{len(pairs)}"))
     return pairs, ties
+
+
+def _right_and_wrong(prompt: Prompt, rng: random.Random) -> tuple[str, str]:
+    """The right answer and a wrong one from the same domain, in one sentence form."""
+    form = rng.choice(ANSWER_FORMS)
+    wrong = rng.choice([w for w in DOMAINS[prompt.domain] if w != prompt.answer])
+    pair = [form.format(answer=prompt.answer, subject=prompt.subject),
+            form.format(answer=wrong, subject=prompt.subject)]
+    rng.shuffle(pair)
+    return pair[0], pair[1]
 
 
 def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console: Console,
@@ -93,9 +120,11 @@ def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console:
     hf_logging.disable_progress_bar()  # weight-loading bars of each small model are noise here
     out, notes = Path(out), []
     if pairs is None:
-        pairs, ties = gold_pairs(settings.pairs, settings.seed)
-        notes.append(f"{len(pairs)} testbed pairs, each two base responses of one prompt, chosen by the true "
-                     f"reward ({ties} ties drawn again)")
+        pairs, ties = gold_pairs(settings.pairs, settings.seed, settings.task)
+        what = ("a right and a wrong answer to one question in the same sentence form" if settings.task == "knowledge"
+                else "two base responses of one prompt")
+        notes.append(f"{len(pairs)} testbed pairs ({settings.task} task), each {what}, chosen by the true reward"
+                     f"{f' ({ties} ties drawn again)' if ties else ''}")
     if len(pairs) < 6:
         raise DataError(f"weak_to_strong needs at least 6 gold pairs (2 per third), got {len(pairs)}")
     order = list(range(len(pairs)))
@@ -207,7 +236,7 @@ class WeakToStrong(Suite):
 
     def embedded_items(self) -> list[dict[str, Any]]:
         return [{"prompt": list(p.prompt), "chosen": p.chosen, "rejected": p.rejected}
-                for p in gold_pairs(WeakToStrongSettings.pairs, 0)[0]]
+                for p in gold_pairs(WeakToStrongSettings.pairs, 0, WeakToStrongSettings.task)[0]]
 
     def parse_item(self, row: Mapping[str, Any], where: Location) -> PreferencePair:
         for key in ("prompt", "chosen", "rejected"):
