@@ -118,3 +118,16 @@ def test_module_level_registries_have_their_kinds_and_members() -> None:
     assert [r.kind for r in (LOSSES, FORMATS, DATA_KINDS)] == ["loss", "data format", "data kind"]
     assert len(LOSSES) >= 30 and len(FORMATS) >= 10
     assert DATA_KINDS.names() == ["judged", "paired", "prompt", "ranked", "reward", "sft", "unpaired"]
+
+
+def test_import_named_imports_what_the_user_names_and_explains_what_it_cannot() -> None:
+    from alignlab.registry import import_named
+
+    assert import_named("os.path:join", "judge") is __import__("os").path.join
+    for spec in ("os.path.join", "os:", ":join", "a:b:c", 3, None):
+        with pytest.raises(ConfigError, match=r"judge=.*write it as module:function\n  hint: a hint"):
+            import_named(spec, "judge", "a hint")
+    with pytest.raises(ConfigError, match="cannot import rl.opa.reviser no_such_module_xyz:f"):
+        import_named("no_such_module_xyz:f", "rl.opa.reviser")
+    with pytest.raises(ConfigError, match="cannot import reward os:no_such_name"):
+        import_named("os:no_such_name", "reward")

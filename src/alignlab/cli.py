@@ -349,7 +349,8 @@ def _eval_suite(args: argparse.Namespace, console: Console) -> int:
             return Responder(model, load_tokenizer(name), response, name=name)
 
         result = suite.evaluate(responder(args.model), items, responder(args.ref) if args.ref else None, **options)
-    result.inputs.update({"items": args.items or "embedded", "ref": args.ref, "seed": args.seed, **options})
+    result.inputs.update({"items": args.items or result.inputs.get("items", "embedded"), "ref": args.ref,
+                          "seed": args.seed, **options})
     table = Table("metric", "value", "definition", title=f"{suite.name}: {result.inputs.get('model')}",
                   title_justify="left")
     for m in result.metrics:

@@ -10,6 +10,7 @@ that says what callers must provide and where the object comes from.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,6 +28,22 @@ def suggest(word: str, options: Iterable[str], prefix: str = "") -> str:
     """
     matches = difflib.get_close_matches(word, list(options), n=1)
     return f" Did you mean '{prefix}{matches[0]}'?" if matches else ""
+
+
+def import_named(spec: Any, what: str, hint: str = "") -> Any:
+    """The object a user names as ``"module:attribute"``: imported only because they named it.
+
+    ``what`` says where the name came from (``"judge"``, ``"rl.opa.reviser"``) for the errors; a
+    badly written name, a module that does not import or a missing attribute is a ConfigError.
+    """
+    module, _, name = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if not module or not name or ":" in name:
+        raise ConfigError(f"{what}={spec!r}: write it as module:function" + (f"\n  hint: {hint}" if hint else ""))
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {what} {spec}: {exc}\n  hint: the module must be importable (on "
+                          "PYTHONPATH or installed; the working directory is) and define that name") from None
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,36 @@ from rich.console import Console
 from rich.table import Table
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;
-text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.wide{overflow-x:auto;margin:1rem 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;
+padding:.3rem .6rem;text-align:right;vertical-align:top}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}td.text{text-align:left;white-space:pre-wrap;
+min-width:8rem;max-width:28rem;overflow-wrap:anywhere}
 .note{color:#555;font-size:.9rem}h2{border-bottom:1px solid #ddd}"""
+MISSING = "–"
+"""How a missing value (None) is shown in tables."""
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return MISSING
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: numbers right-aligned, text left-aligned and wrapped (line breaks kept)."""
+    text = html.escape(_fmt(value))
+    is_text = isinstance(value, str) and value != "" and not _numeric(value)
+    return f'<td class="text">{text}</td>' if is_text else f"<td>{text}</td>"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.replace("±", "").split()[0])
+    except (ValueError, IndexError):
+        return False
+    return True
 
 
 def print_tables(results: Mapping[str, Any], console: Console) -> None:
@@ -54,9 +75,8 @@ def html_section(title: str, results: Mapping[str, Any]) -> str:
         if not rows:
             continue
         head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.values()) + "</tr>"
-                       for row in rows)
-        parts.append(f"<h3>{html.escape(name)}</h3><table><tr>{head}</tr>{body}</table>")
+        body = "".join("<tr>" + "".join(_cell(v) for v in row.values()) + "</tr>" for row in rows)
+        parts.append(f'<h3>{html.escape(name)}</h3><div class="wide"><table><tr>{head}</tr>{body}</table></div>')
     parts.extend(f'<p class="note">{html.escape(line)}</p>' for line in results.get("notes", []))
     parts.append("</section>")
     return "\n".join(parts)

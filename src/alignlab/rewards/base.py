@@ -13,7 +13,6 @@ extract, a verifier that cannot parse it). None is counted by whoever reduces th
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ from typing import Any, Literal
 
 from alignlab.data.records import Text
 from alignlab.errors import ConfigError
-from alignlab.registry import REWARDS, suggest
+from alignlab.registry import REWARDS, import_named, suggest
 
 Scores = list[float | None]
 """One score per completion; None where it cannot be scored."""
@@ -133,11 +132,7 @@ def build_reward(spec: str | Mapping[str, Any] | Reward) -> Reward:
 def user_function(module: str, function: str) -> Reward:
     """The user's ``module:function`` as a reward (a function of prompt, completion and columns, or
     a factory returning a :class:`Reward`); imported only because the user named it."""
-    try:
-        target = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import reward {module}:{function}: {exc}\n  hint: the module must be "
-                          "importable (on PYTHONPATH or installed) and define that function") from None
+    target = import_named(f"{module}:{function}", "reward")
     if isinstance(target, Reward):
         return target
     if isinstance(target, type) and issubclass(target, Reward):

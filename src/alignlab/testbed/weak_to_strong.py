@@ -118,7 +118,7 @@ def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars of each small model are noise here
-    out, notes = Path(out), []
+    out, notes, given = Path(out), [], pairs is not None
     if pairs is None:
         pairs, ties = gold_pairs(settings.pairs, settings.seed, settings.task)
         what = ("a right and a wrong answer to one question in the same sentence form" if settings.task == "knowledge"
@@ -163,7 +163,8 @@ def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console:
              **{f"{role} right (of {settings.seeds})": sum(c[i] for c in correct[role]) for role in ROLES}}
             for i, p in enumerate(test)]
     return SuiteResult("weak_to_strong", metrics, rows=rows, tables={"Per training seed": per_seed}, notes=notes,
-                       inputs={"model": strong, "ref": weak, "settings": asdict(settings)})
+                       inputs={"model": strong, "ref": weak, "items": "given" if given else f"embedded ({settings.task})",
+                               "settings": asdict(settings)})
 
 
 def _bases(settings: WeakToStrongSettings, out: Path, console: Console, strong: str | None,

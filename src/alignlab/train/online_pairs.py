@@ -36,7 +36,6 @@ paper code's position-wise variant.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -54,7 +53,7 @@ from alignlab.kinds import get_kind
 from alignlab.kinds.prompt import PromptItem
 from alignlab.losses.contract import get_loss
 from alignlab.models.reference import CopyReference, Reference
-from alignlab.registry import Entry
+from alignlab.registry import Entry, import_named
 from alignlab.train.loop import StepResult, Trainer
 from alignlab.train.online import (
     SEED_STRIDE,
@@ -332,14 +331,7 @@ def load_reviser(spec: str | Callable[..., str | None]) -> Callable[..., str | N
     ``"module:function"`` (imported because the user named it)."""
     if callable(spec):
         return spec
-    module, _, name = str(spec).partition(":")
-    if not module or not name:
-        raise ConfigError(f"rl.opa.reviser={spec!r}: write it as module:function")
-    try:
-        target = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"rl.opa.reviser={spec!r} cannot be imported: {exc}\n  hint: is its module on "
-                          "PYTHONPATH (the run's working directory is)?") from None
+    target = import_named(spec, "rl.opa.reviser")
     if not callable(target):
         raise ConfigError(f"rl.opa.reviser={spec!r} is not callable")
     return target

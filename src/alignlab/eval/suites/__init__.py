@@ -6,7 +6,7 @@ Example: ``get_suite("honesty").evaluate(Responder(model, tokenizer)).metric("ho
 ships an embedded item set and documents the format of a user's items (``item_format``).
 """
 
-from alignlab.eval.suites import compliance_gap, consistency, constraints, honesty, poisoned_context, reliable_math, steerability  # noqa: F401, I001  (each module registers its suite)
+from alignlab.eval.suites import compliance_gap, consistency, constraints, honesty, poisoned_context, principal_agent, reliable_math, steerability  # noqa: F401, I001  (each module registers its suite)
 from alignlab.eval.suites.base import (
     SUITES,
     FixedResponder,

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from alignlab.data.readers import Location, read_rows
-from alignlab.errors import DataError
-from alignlab.registry import Registry
+from alignlab.errors import ConfigError, DataError
+from alignlab.registry import Registry, import_named
 
 SUITES = Registry("evaluation suite")
 
@@ -153,9 +153,7 @@ class Suite:
 
 def suite_section(result: SuiteResult) -> str:
     """The result as one section of the HTML report: metrics with definitions, its tables, the
-    first 50 item rows (nested values as JSON), its notes."""
-    import json
-
+    first 50 item rows (lists and mappings flattened to text), its notes."""
     from alignlab.eval.report import html_section
 
     metrics = [{"metric": m.name, "value": "–" if m.value is None else round(m.value, 4),
@@ -163,11 +161,37 @@ def suite_section(result: SuiteResult) -> str:
                 "interval": "" if m.interval is None else f"[{m.interval[0]:.3f}, {m.interval[1]:.3f}]",
                 "definition": m.definition} for m in result.metrics]
     tables = {"Metrics": metrics, **result.tables}
-    rows = [{k: (v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)) for k, v in r.items()}
-            for r in result.rows[:50]]
+    rows = [{k: _flat_cell(v) for k, v in r.items()} for r in result.rows[:50]]
     tables["Items (first 50)"] = rows
     return html_section(f"{result.suite}: {result.inputs.get('model')} on {result.inputs.get('items')} items",
                         {"tables": tables, "notes": result.notes})
+
+
+def _flat_cell(value: Any) -> Any:
+    """A row's value as a table shows it: a list as its items one per line, a mapping as
+    ``key: value`` lines, numbers rounded; scalars as they are."""
+    if isinstance(value, Mapping):
+        return "\n".join(f"{k}: {_flat_cell(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "\n".join(str(_flat_cell(v)) for v in value)
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def load_judge(judge: Any, default: Callable, default_name: str, call: str) -> tuple[Callable, str]:
+    """A suite's judge and its name: ``default`` for None or ``default_name``, a callable as it is,
+    or the user's ``"module:function"`` (imported because they named it); ``call`` says how the
+    suite calls it and what it returns, for the errors."""
+    if judge is None or judge == default_name:
+        return default, default_name
+    if callable(judge):
+        return judge, getattr(judge, "__name__", "custom")
+    hint = f"use '{default_name}', a function, or module:function; {call}"
+    target = import_named(judge, "judge", hint)
+    if not callable(target):
+        raise ConfigError(f"judge {judge} is not callable\n  hint: {call}")
+    return target, judge
 
 
 def register_suite(cls: type[Suite]) -> type[Suite]:

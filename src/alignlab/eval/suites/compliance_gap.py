@@ -61,7 +61,6 @@ p-value instead of a threshold.
 
 from __future__ import annotations
 
-import importlib
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -78,6 +77,7 @@ from alignlab.eval.suites.base import (
     register_suite,
     require,
 )
+from alignlab.eval.suites.base import load_judge as load_suite_judge
 
 Z95 = 1.959963984540054
 """The standard normal quantile for a two-sided 95% interval."""
@@ -126,22 +126,8 @@ def refusal_judge(request: str, response: str) -> bool:
 
 def load_judge(judge: str | Judge | None) -> tuple[Judge, str]:
     """The judge and its name: "refusal" (default), a callable, or the user's "module:function"."""
-    if judge is None or judge == "refusal":
-        return refusal_judge, "refusal"
-    if callable(judge):
-        return judge, getattr(judge, "__name__", "custom")
-    if not isinstance(judge, str) or judge.count(":") != 1 or not all(judge.split(":")):
-        raise ConfigError(f"judge={judge!r}: use 'refusal', a function, or module:function\n  hint: the function "
-                          "is called as f(request, response) and returns True for a compliant response")
-    module, name = judge.split(":")
-    try:
-        target = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import judge {judge}: {exc}\n  hint: the module must be importable (on "
-                          "PYTHONPATH or installed) and define that function") from None
-    if not callable(target):
-        raise ConfigError(f"judge {judge} is not callable")
-    return target, judge
+    return load_suite_judge(judge, refusal_judge, "refusal",
+                            "it is called as f(request, response) and returns True for a compliant response")
 
 
 def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float] | None:
