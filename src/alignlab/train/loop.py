@@ -315,6 +315,10 @@ class Trainer:
             if ranks is not None and self.order.world_size > 1:
                 names = ", ".join(map(str, ranks))
                 where = f" on rank{'s' if len(ranks) > 1 else ''} {names} of {self.order.world_size}"
+            if self.order.world_size > 1 and torch.distributed.is_initialized():
+                # every rank stops here together; leaving in step keeps a slower rank from seeing its
+                # gloo peer vanish mid-teardown (seen under load: that rank aborted, exit -6, not 2)
+                torch.distributed.barrier()
             raise NonFiniteError(
                 f"non-finite {what} at step {self.step + 1}{where}; the run stopped and its last checkpoint "
                 f"(if any) is in {self.checkpoints}\n  hint: lower the learning rate, use fp32, check "
