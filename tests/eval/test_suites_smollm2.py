@@ -8,7 +8,8 @@ from the registry (:data:`alignlab.eval.suites.SUITES`), so a suite added later 
 Each answers its embedded items with the real model, greedily with a few new tokens (a suite
 whose ``run`` takes ``samples`` draws two seeded samples per prompt instead, so that the rows are
 counted against items × samples). A suite is given the same model as its reference (for honesty:
-the model before alignment is itself). A suite that trains models itself (``trains``) is skipped.
+the model before alignment is itself). A suite that trains models itself (``trains``) takes
+model paths instead: weak_to_strong runs below with SmolLM2 as its strong base (about a minute more).
 
 The checks are structural, not scores: every metric is None or finite and inside its documented
 range (:func:`documented_range`), every embedded item has its row with its responses, the JSON
@@ -278,3 +279,34 @@ def test_reliable_math_falls_back_to_the_numeric_checker(run, greedy: Recording,
     assert [r["response"] for r in result.rows] == [r["response"] for r in full.rows]
     check_metrics(result)
     check_rows(result, 1)
+
+
+def test_weak_to_strong_with_smollm2_as_the_strong_base(loaded, cache_dir: Path, tmp_path: Path) -> None:
+    """The suite that trains, on a user's pairs with the user's bases: SmolLM2 as the strong base, a
+    random tiny model as the weak one (a wiring check on a real model: 48 pairs, one seed, a few
+    steps; the numbers are not expected to show weak-to-strong generalisation)."""
+    from alignlab.cli import main
+    from alignlab.models.tiny import init_tiny_model
+    from alignlab.testbed.weak_to_strong import plain as plain_text
+
+    rows = get_suite("weak_to_strong").embedded_items()[:48]
+    items = tmp_path / "pairs.jsonl"
+    items.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": plain_text(r["chosen"]),
+                                         "rejected": plain_text(r["rejected"])}) + "\n" for r in rows),
+                     encoding="utf-8")
+    weak = init_tiny_model(tmp_path / "weak", hidden_size=32, layers=1, heads=2, intermediate=32)
+    out = tmp_path / "w2s"
+    options = ["seeds=1", "steps=4", "lr=2e-5", "resamples=50"]
+    assert main(["eval", "--suite", "weak_to_strong", "--model", str(cache_dir), "--ref", str(weak),
+                 "--items", str(items), "--out", str(out), *[a for o in options for a in ("--option", o)]]) == 0
+    saved = json.loads((out / "weak_to_strong.json").read_text(encoding="utf-8"))
+    assert saved["inputs"]["model"] == str(cache_dir) and saved["inputs"]["ref"] == str(weak)
+    assert saved["inputs"]["items"] == str(items) and len(saved["rows"]) == 16  # the last third is the test set
+    metrics = {m["name"]: m for m in saved["metrics"]}
+    for name in ("weak_accuracy", "student_accuracy", "ceiling_accuracy", "weak_label_accuracy"):
+        assert 0.0 <= metrics[name]["value"] <= 1.0, (name, metrics[name])
+    pgr = metrics["pgr"]["value"]
+    assert pgr is None or math.isfinite(pgr)  # None when the ceiling does not beat the weak model
+    strong_rm = json.loads((out / "runs" / "ceiling-0" / "model" / "config.json").read_text(encoding="utf-8"))
+    assert strong_rm["hidden_size"] == json.loads((cache_dir / "config.json").read_text())["hidden_size"]
+    assert "pgr" in (out / "report.html").read_text(encoding="utf-8")
