@@ -17,6 +17,7 @@ Used by test_nonfinite_ddp.py to make one DDP rank alone see a bad loss:
   step N (the graph kept, as a real overflow would). After each optimizer step every rank
   prints one ``nonfinite-probe`` line: its step, counters, data position and a digest of its
   trainable weights (gathered, under FSDP), so a test can tell whether the ranks still agree.
+  After the run, one ``teardown-probe`` line counts the DDP wrappers still alive.
 """
 
 from __future__ import annotations
@@ -116,7 +117,15 @@ def main() -> int:
 
     from alignlab.cli import main as cli_main
 
-    return cli_main(["train", *train_args])
+    code = cli_main(["train", *train_args])
+    if args.nan_at_step is not None:
+        # What outlives the run: a DDP wrapper left for interpreter teardown, after the process
+        # group is destroyed, can abort the process (exit -6) after a good run.
+        import gc
+
+        alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+        print(f"teardown-probe ddp_alive={alive}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

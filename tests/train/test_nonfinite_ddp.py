@@ -141,6 +141,7 @@ def test_nan_on_one_rank_stops_every_rank_and_keeps_the_last_checkpoint(workspac
         assert f"non-finite loss at step {BAD_STEP}" in rank.stderr, rank
         assert f"rank {BAD_RANK}" in rank.stderr, rank  # which rank saw it
         assert [p["step"] for p in rank.probes()] == [str(s) for s in range(1, BAD_STEP)], rank
+        assert "teardown-probe ddp_alive=0" in rank.stdout, rank  # freed before the group went
     run = workspace / "stop"
     assert (run / "checkpoints" / "latest").read_text(encoding="utf-8").strip() == f"step-{BAD_STEP - 1:08d}"
     state = load_latest(run / "checkpoints")  # verifies every file against its manifest
@@ -153,6 +154,7 @@ def test_nan_on_one_rank_is_skipped_by_every_rank(workspace):
     ranks = two_ranks(workspace, "skip", "train.on_nonfinite=skip")
     for rank in ranks:
         assert rank.returncode == 0, rank
+        assert "teardown-probe ddp_alive=0" in rank.stdout, rank
     probes = [rank.probes() for rank in ranks]
     assert probes[0] == probes[1], ranks  # same steps, counters, data position and weights
     by_step = {int(p["step"]): p for p in probes[0]}

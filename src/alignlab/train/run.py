@@ -8,9 +8,11 @@ This module wires the pieces: data → tokens → model and reference → step �
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import random
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,8 +196,18 @@ def run_training(config: RunConfig, console: Console | None = None, *, train_dat
         if owns_group:  # no rank leaves while another still saves: a gloo group torn down by
             torch.distributed.barrier()  # one exiting rank aborts its peers
         return run_dir
+    except BaseException as error:
+        if owns_group:  # the failed run's frames would keep its DDP model alive past the group
+            traceback.clear_frames(error.__traceback__)
+        raise
     finally:
         if owns_group and torch.distributed.is_initialized():
+            # Free the run's DDP wrapper, and the collective work its reducer still holds, while the
+            # interpreter is whole: left to teardown after the group is gone (a reference cycle keeps
+            # it until then), gloo's threads may drop tensors needing a GIL being torn down and the
+            # process aborts after a good run (exit -6, "terminate called without an active
+            # exception"; the teardown pytorch PR #179291 describes).
+            gc.collect()
             torch.distributed.destroy_process_group()
 
 
