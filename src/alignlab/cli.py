@@ -698,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--limit", type=int, help="only the first N pairs (a quick look)")
     evaluate.add_argument("--max-length", type=int, default=1024, help="longer pairs are left out (counted)")
-    evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
+    evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
     evaluate.add_argument("--device", default="cpu")
     _add_source_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
@@ -756,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", default="auto", choices=("auto", "yes", "no"),
                           help="send plain-text prompts as a user message through the chat template "
                                "(auto: when the tokenizer has one)")
-    generate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
+    generate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
     generate.add_argument("--device", default="auto")
     generate.set_defaults(handler=cmd_generate)
 
@@ -774,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--chat", default="no", choices=("yes", "no"),
                       help="no: the texts as written; yes: each as a user message through the chat template")
     read.add_argument("--batch-size", type=_whole_number(1), default=8)
-    read.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"))
+    read.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
     read.add_argument("--device", default="auto")
     read.set_defaults(handler=cmd_steering_read)
     show_vectors = steering_commands.add_parser("show", help="a steering-vector file's layers, hidden size, "

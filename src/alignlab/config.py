@@ -121,8 +121,11 @@ class TrainConfig:
     """Where cached reference log-probs live, keyed by a fingerprint of model, tokenizer and data;
     null: $ALIGNLAB_CACHE_DIR, else $XDG_CACHE_HOME/alignlab/reference (~/.cache/...), shared by
     every run and sweep of the user."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """Autocast precision of forward passes (bf16 also on CPU)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast precision of forward passes (bf16 also on CPU). "fp16" is for GPUs without bf16
+    (T4, V100): float32 weights, a float16 forward and dynamic loss scaling (torch.amp.GradScaler;
+    a step whose gradients overflow is skipped and the scale halved, counted as skipped_overflow);
+    single process or DDP."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient norm to this; null disables clipping."""
     weight_decay: float = 0.0
@@ -332,6 +335,15 @@ def check_run_config(config: RunConfig, *, eval_given: bool = False) -> None:
     except ConfigError as error:
         raise ConfigError(f"train.loss / train.loss_kwargs: {error}") from None
     train = config.train
+    if train.precision == "fp16":
+        if config.model.dtype == "float16" and not config.model.lora.enabled:
+            raise ConfigError("train.precision=fp16 keeps float32 weights and runs the forward in float16, "
+                              "but model.dtype=float16 makes the trained weights float16 too (their "
+                              "gradients cannot be unscaled)\n  hint: model.dtype=float32")
+        if train.distributed == "fsdp":  # DeepSpeed refuses it with its other settings
+            raise ConfigError("train.precision=fp16 is not supported with train.distributed=fsdp yet (each "
+                              "rank would judge overflow on its own shards)\n  hint: train.precision=bf16, "
+                              "or train.distributed=ddp")
     evaluates = (config.data.eval_path or eval_given) and train.eval_every
     if (train.keep_best or train.early_stopping_patience is not None) and not evaluates:
         option = "train.keep_best" if train.keep_best else "train.early_stopping_patience"

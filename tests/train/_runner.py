@@ -14,7 +14,8 @@ Used by test_resume_ddp.py to interrupt a run the way a crash or an OOM killer w
 Used by test_nonfinite_ddp.py to make one DDP rank alone see a bad loss:
 
 - ``--nan-on-rank R --nan-at-step N``: rank R's loss is NaN on every micro-batch of optimizer
-  step N (the graph kept, as a real overflow would). After each optimizer step every rank
+  step N (the graph kept, as a real overflow would); ``--loss-factor F`` multiplies it by F
+  instead (1e30: a finite loss whose float16 gradients overflow). After each optimizer step every rank
   prints one ``nonfinite-probe`` line: its step, counters, data position and a digest of its
   trainable weights (gathered, under FSDP), so a test can tell whether the ranks still agree.
   After the run, one ``teardown-probe`` line counts the DDP wrappers still alive.
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("--kill-before-pointer", type=int)
     parser.add_argument("--nan-on-rank", type=int, default=0)
     parser.add_argument("--nan-at-step", type=int)
+    parser.add_argument("--loss-factor", type=float, default=float("nan"))
     parser.add_argument("train_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     train_args = [a for a in args.train_args if a != "--"]
@@ -95,7 +97,7 @@ def main() -> int:
             def step_fn(indices):  # type: ignore[no-untyped-def]
                 result = healthy(indices)
                 if self.rank == args.nan_on_rank and self.step + 1 == args.nan_at_step:
-                    result.loss_sum = result.loss_sum * float("nan")
+                    result.loss_sum = result.loss_sum * args.loss_factor
                 return result
 
             self.step_fn = step_fn

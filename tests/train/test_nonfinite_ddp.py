@@ -89,16 +89,16 @@ class Rank:
         return f"rank {self.rank}: exit {self.returncode}\n{self.stdout}\n{self.stderr}"
 
 
-def two_ranks(cwd: Path, name: str, *overrides: str) -> list[Rank]:
+def two_ranks(cwd: Path, name: str, *overrides: str, loss_factor: str = "nan") -> list[Rank]:
     """``alignlab train run.yaml OVERRIDES`` into ``cwd/name`` on 2 gloo ranks, rank 1's loss NaN
-    at step 3."""
+    (or times ``loss_factor``) at step 3."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="250", PYTHONHASHSEED="0",
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     command = [sys.executable, str(RUNNER), "--nan-on-rank", str(BAD_RANK), "--nan-at-step", str(BAD_STEP),
-               "--", "run.yaml", f"train.output_dir={name}", *overrides]
+               "--loss-factor", loss_factor, "--", "run.yaml", f"train.output_dir={name}", *overrides]
     logs, processes = [], []
     for rank in range(2):
         # Files, not pipes: a rank blocked on a full pipe would look like a hang.
@@ -166,6 +166,24 @@ def test_nan_on_one_rank_is_skipped_by_every_rank(workspace):
     assert weights[BAD_STEP] != weights[BAD_STEP - 1], "training did not continue after the skip"
     summary = json.loads((workspace / "skip" / "summary.json").read_text(encoding="utf-8"))
     assert summary["steps"] == STEPS and summary["skipped_nonfinite"] == 1
+
+
+def test_fp16_overflow_on_one_rank_is_skipped_by_every_rank(workspace):
+    """Rank 1's loss times 1e30 at step 3: finite, but its float16 gradients overflow. DDP sums
+    them into every rank's gradients, so both ranks skip the step and halve the scale alike."""
+    ranks = two_ranks(workspace, "fp16", "train.precision=fp16", loss_factor="1e30")
+    for rank in ranks:
+        assert rank.returncode == 0, rank
+    probes = [rank.probes() for rank in ranks]
+    assert probes[0] == probes[1], ranks
+    weights = [p["weights"] for p in probes[0]]
+    assert weights[BAD_STEP - 1] == weights[BAD_STEP - 2] != weights[BAD_STEP], "step 3 was not skipped alone"
+    lines = (workspace / "fp16" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
+    assert [r["loss_scale"] for r in train] == [2.0 ** 16] * BAD_STEP + [2.0 ** 15]  # halved after step 3
+    assert [r["skipped_overflow"] for r in train] == [0, 0, 1, 1]
+    summary = json.loads((workspace / "fp16" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["skipped_overflow"] == 1 and summary["skipped_nonfinite"] == 0
 
 
 class PairsOrder:

@@ -42,14 +42,17 @@ def model_device(model: Any) -> torch.device:
 
 
 def autocast_for(precision: str | None, device: torch.device) -> AbstractContextManager:
-    """Autocast for "bf16", autocast off for "fp32", the caller's context for None."""
+    """Autocast for "bf16" and "fp16", autocast off for "fp32", the caller's context for None."""
     if precision is None:
         return nullcontext()
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be 'fp32', 'bf16' or None, got {precision!r}")
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+    raise ValueError(f"precision must be 'fp32', 'bf16', 'fp16' or None, got {precision!r}")
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @contextmanager

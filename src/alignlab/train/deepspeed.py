@@ -40,7 +40,7 @@ OWNED = {
     "gradient_clipping": "train.max_grad_norm (null is 0)",
     "bf16.enabled": "train.precision",
     "bf16.check_grad_overflow": "alignlab's non-finite guard (train.on_nonfinite)",
-    "fp16.enabled": "train.precision (alignlab has no fp16)",
+    "fp16.enabled": "train.precision (fp16 is refused with DeepSpeed)",
     "zero_optimization.compute_grad_norm": "alignlab's grad_norm log and non-finite guard",
     STAGE: "train.zero_stage",
     OFFLOAD_OPTIMIZER: "train.zero_offload",
@@ -144,6 +144,9 @@ def _refuse_unsupported(config: RunConfig, world: int | None, *, online: bool, r
                           f"ZeRO-partitioned weights is not supported yet{ddp}")
     if reward_model:
         raise ConfigError(f"reward-model training with train.distributed=deepspeed is not supported yet{ddp}")
+    if train.precision == "fp16":
+        raise ConfigError("train.precision=fp16 with DeepSpeed is not supported yet (DeepSpeed would scale the "
+                          "loss itself)\n  hint: train.precision=bf16, or train.distributed=ddp")
     if model.quantization != "none":
         raise ConfigError("a quantised base (model.quantization) cannot be partitioned by DeepSpeed ZeRO\n"
                           "  hint: model.quantization=none, or train.distributed=ddp")

@@ -125,6 +125,9 @@ class Trainer:
         self.best = BestTracker(settings, self.run_dir, export)
         self.callbacks = list(callbacks)  # objects with any of on_step, on_evaluate, on_save(trainer, ...)
         self.trackers = trackers  # made on the first log when not given (rank 0 only)
+        self.scaler = loss_scaler(settings, self.params) if engine is None else None
+        if self.scaler is not None:
+            self.counters["skipped_overflow"] = 0
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -235,6 +238,8 @@ class Trainer:
             scaled = result.loss_sum * (self.order.world_size / total)
             if self.engine is not None:
                 self.engine.backward(scaled, last=sync)
+            elif self.scaler is not None:  # fp16: the gradients scaled up out of float16's underflow
+                self.scaler.scale(scaled).backward()
             else:
                 scaled.backward()
             loss_total += float(result.loss_sum.detach())
@@ -248,20 +253,39 @@ class Trainer:
         # Rank-consistent without a collective of its own: DDP all-reduced the gradients in the last
         # backward (a NaN anywhere is a NaN everywhere), and FSDP's clip computes the global norm.
         # DeepSpeed clips and steps in one call, and skips a step whose norm is not finite.
+        if self.scaler is not None:
+            scale = self.scaler.get_scale()
+            self.scaler.unscale_(self.optimizer)  # clip and report the true gradients
         grad_norm = self.engine.step() if self.engine is not None else self._clip()
-        if not math.isfinite(grad_norm):
+        overflow = False
+        if self.scaler is not None:
+            # fp16: a step whose scaled gradients overflowed is not taken and the scale is halved
+            # (the data moves on, as in accelerate and DeepSpeed); every DDP rank unscales the same
+            # reduced gradients, so they decide alike.
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            overflow = self.scaler.get_scale() < scale
+            if overflow and scale <= MIN_LOSS_SCALE:  # not a scale problem any more
+                self.scaler.update(MIN_LOSS_SCALE)
+                return self._nonfinite(f"gradient at the smallest loss scale ({MIN_LOSS_SCALE:g})")
+        elif not math.isfinite(grad_norm):
             return self._nonfinite("gradient")
-        if self.engine is None:
+        elif self.engine is None:
             self.optimizer.step()
-        self.scheduler.step()
-        if self.loss_state is not None:  # after the optimizer step, as BCO's δ (never in eval)
-            self.loss_state.update({name: torch.cat(parts) for name, parts in raw.items()})
+        if overflow:  # the schedule and the loss state wait for a step that is taken
+            self.counters["skipped_overflow"] += 1
+        else:
+            self.scheduler.step()
+            if self.loss_state is not None:  # after the optimizer step, as BCO's δ (never in eval)
+                self.loss_state.update({name: torch.cat(parts) for name, parts in raw.items()})
         loss_total, examples, tokens, sums = self._global_sums(loss_total, examples, tokens, sums)
         self.counters["tokens"] += tokens
         count = max(examples, 1)
         loss = loss_total / (prepared.units if prepared is not None else count)
         return {**{name: value / count for name, value in sums.items()},
                 "loss": loss, "grad_norm": grad_norm, "tokens": tokens,  # the loop's own, never a loss metric's
+                **({"loss_scale": scale, "skipped_overflow": self.counters["skipped_overflow"]}
+                   if self.scaler is not None else {}),
                 **(dict(prepared.metrics) if prepared is not None else {})}
 
     def _advances(self) -> bool:
@@ -371,7 +395,8 @@ class Trainer:
             step=self.step, micro_batches=self.micro_batches, weights=weights,
             optimizer=optimizer, scheduler=self.scheduler.state_dict(),
             loss_state=self.loss_state.state_dict() if self.loss_state is not None else {},
-            rng=capture_rng(), counters={**self.counters, "best": self.best.state_dict()},
+            rng=capture_rng(), counters={**self.counters, "best": self.best.state_dict(),
+                                         **({"loss_scaler": self.scaler.state_dict()} if self.scaler else {})},
             rollout=self.rollout.state_dict() if self.rollout is not None else {})
         path = save_checkpoint(self.checkpoints, state)
         self._notify("on_save", path)
@@ -411,7 +436,27 @@ class Trainer:
         restore_rng(state.rng)
         self.step, self.micro_batches, self.counters = state.step, state.micro_batches, dict(state.counters)
         self.best.load_state_dict(self.counters.pop("best", {}))
+        scaler_state = self.counters.pop("loss_scaler", None)
+        if self.scaler is not None and scaler_state is not None:
+            self.scaler.load_state_dict(scaler_state)
         self.console.print(f"resumed from step {self.step} ({self.checkpoints})")
+
+
+MIN_LOSS_SCALE = 1.0
+"""Below this an overflowing fp16 step is not a scale problem (DeepSpeed's min_loss_scale default)."""
+
+
+def loss_scaler(settings: TrainConfig, params: list[torch.Tensor]) -> torch.amp.GradScaler | None:
+    """fp16's dynamic loss scale (PyTorch's defaults: 2^16, halved on overflow, doubled after 2000
+    good steps); None for other precisions. The trained weights must be float32: float16
+    gradients cannot be unscaled."""
+    if settings.precision != "fp16":
+        return None
+    if any(p.dtype == torch.float16 for p in params):
+        raise AlignlabError("train.precision=fp16 trains float32 weights under a float16 forward, but some "
+                            "trainable weights are float16\n  hint: load the model in float32 "
+                            "(model.dtype=float32, or .float() on a model object)")
+    return torch.amp.GradScaler(params[0].device.type)
 
 
 def adamw(settings: TrainConfig, params: list[torch.Tensor], sharded: bool = False) -> torch.optim.AdamW:

@@ -380,6 +380,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         summary = {"loss": config.train.loss, "reference": mode, "steps": trainer.step,
                    "examples": len(items), "last_train": last, "final_eval": final,
                    "skipped_nonfinite": trainer.counters["skipped_nonfinite"],
+                   **({"skipped_overflow": trainer.counters["skipped_overflow"]} if trainer.scaler else {}),
                    "best": trainer.best.state_dict() if trainer.best.active else None}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n", encoding="utf-8")
         write_model_card(run_dir / "model", config, summary, data_sources)
