@@ -39,7 +39,7 @@ class CopyReference:
     """A frozen copy of ``model``: eval mode, no gradients, its own weights.
 
     ``copy=False`` uses ``model`` itself (already a separate instance, e.g. loaded from disk) and
-    freezes it in place. ``precision`` ("fp32", "bf16") sets autocast for the forward; None keeps
+    freezes it in place. ``precision`` ("fp32", "bf16", "fp16") sets autocast for the forward; None keeps
     the caller's autocast. ``packing`` and ``temperature`` (the logits' divisor, online RL's
     sampling temperature) as in :class:`~alignlab.forward.CompletionLogps`.
     """

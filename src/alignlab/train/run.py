@@ -27,7 +27,7 @@ from alignlab.data.readers import in_memory
 from alignlab.data.records import RECORD_KINDS
 from alignlab.data.tokenize import RecordTokenizer, pad_id_of
 from alignlab.errors import ConfigError, DataError
-from alignlab.forward import CompletionLogps, eval_mode, pick_device
+from alignlab.forward import CompletionLogps, autocast_for, eval_mode, model_device, pick_device
 from alignlab.forward.checkpointing import enable_gradient_checkpointing
 from alignlab.forward.rows import best_fit_decreasing
 from alignlab.kinds import DataKind, get_kind
@@ -351,7 +351,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     if eval_items:
         eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
                               key_prefix=EVAL_KEY)
-        evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy)
+        evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy, config.train.precision)
     if sharded and config.train.keep_best:
         raise ConfigError("train.keep_best with train.distributed=fsdp is not supported yet (the best model "
                           "would need its shards gathered at every improvement)\n  hint: train.distributed=ddp")
@@ -521,11 +521,13 @@ def _cache(config, source, model, tokenizer, sequences, pad_id):
     return cache
 
 
-def _evaluator(step, size: int, batch_size: int, policy: torch.nn.Module):
-    """Mean loss and metrics over the eval set: no gradient, eval mode, the true reference."""
+def _evaluator(step, size: int, batch_size: int, policy: torch.nn.Module, precision: str):
+    """Mean loss and metrics over the eval set: no gradient, eval mode, the true reference, the
+    training steps' autocast (a bf16 reference cache against a float32 policy would show a
+    policy that has not moved as one that has)."""
     def evaluate() -> dict[str, float]:
         totals: dict[str, float] = {}
-        with torch.no_grad(), eval_mode(policy):
+        with torch.no_grad(), eval_mode(policy), autocast_for(precision, model_device(policy)):
             for start in range(0, size, batch_size):
                 result = step(list(range(start, min(size, start + batch_size))))
                 totals["loss"] = totals.get("loss", 0.0) + float(result.loss_sum)

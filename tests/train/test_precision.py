@@ -1,4 +1,5 @@
-"""train.precision=fp16: float32 weights, a float16 forward and a dynamic loss scale.
+"""train.precision: fp16 (float32 weights, a float16 forward and a dynamic loss scale), and the
+evaluation under the training steps' autocast.
 
 The loop is checked against a hand-written torch.amp.GradScaler loop (the obvious reading of
 PyTorch's AMP recipe: scale, backward, unscale, clip, step unless overflowed, update), weight for
@@ -242,3 +243,24 @@ def test_the_doctor_passes_fp16_and_names_a_refused_combination(tiny):
     report = diagnose(load_config(None, [*common, "train.distributed=fsdp"]))
     failed = [c for c in report.checks if not c.ok]
     assert [c.name for c in failed] == ["config"] and "fsdp" in failed[0].detail
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_evaluation_runs_under_the_training_precision(precision):
+    """The eval loss is the training step's loss on held-out data: same autocast, no gradient,
+    eval mode (a float32 evaluation against a bf16 reference cache would differ by rounding alone)."""
+    from alignlab.train.run import _evaluator
+
+    model = toy().train()
+    seen = []
+
+    def step(indices):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), torch.is_grad_enabled(),
+                     model.training))
+        return StepResult(loss_sum=torch.tensor(float(len(indices))), examples=len(indices), metrics={"m": 2.0})
+
+    metrics = _evaluator(step, 5, 2, model, precision)()
+    assert metrics == {"loss": 1.0, "m": 6.0 / 5}
+    expected = {"fp32": (False,), "bf16": (True, torch.bfloat16), "fp16": (True, torch.float16)}[precision]
+    assert len(seen) == 3 and all(s[:len(expected)] == expected and s[2:] == (False, False) for s in seen)
+    assert model.training  # its mode restored
