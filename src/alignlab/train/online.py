@@ -47,6 +47,8 @@ from alignlab.train.loop import StepResult
 
 SEED_STRIDE = 1_000_003
 """Seeds of successive generation steps (and ranks' prompt streams) are this far apart."""
+EVAL_SEED = SEED_STRIDE - 1
+"""The evaluations' generation "step": one no training run reaches, the same at every evaluation."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,46 @@ class RolloutPhase:
         if kl_sums is not None:
             out["kl_in_reward"] = float(kl_sums.mean())
         return out
+
+    # ---- evaluation on held-out prompts ---------------------------------------------------------
+
+    def evaluate(self, prompts: Sequence[PromptItem]) -> dict[str, float]:
+        """The rollouts' metrics on held-out prompts (data.eval_path): G completions of each, sampled
+        as the rollouts are (policy in eval mode) and scored by the same rewards; with a reference,
+        ``kl``: the mean over completions of Σ_t log π(y_t)/π_ref(y_t), an estimate of
+        KL(π‖π_ref) per completion. Every evaluation draws from the same random streams, so two
+        evaluations differ by the policy alone, not by sampling luck. Each rank evaluates every
+        prompt (as the offline evaluation does): the numbers need no collective."""
+        g = self.settings.num_generations
+        options = SamplingOptions(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
+                                  top_p=self.settings.top_p, top_k=self.settings.top_k,
+                                  seed=self.seed * SEED_STRIDE + EVAL_SEED, batch_size=self.settings.batch_size)
+        with eval_mode(self.model):
+            completions = sample(self.model, [p.prompt_ids for p in prompts], g, options, eos_id=self.eos_id,
+                                 pad_id=self.pad_id, progress=False)
+            rows = [(p, c) for p, group in zip(prompts, completions, strict=True) for c in group]
+            texts = [self.tokenizer.decode(list(c), skip_special_tokens=True).strip() for _, c in rows]
+            per_reward, combined = score_completions(self.rewards, self.weights, [p for p, _ in rows], texts,
+                                                     self.settings.unscorable_reward)
+            pairs = [(p.prompt_ids, c) for p, c in rows]
+            kl = None
+            if self.reference is not None:
+                kl = torch.tensor([float((pol - ref).sum()) for pol, ref in
+                                   zip(self._frozen(pairs, self.model), self._frozen(pairs, self.reference),
+                                       strict=True)], dtype=torch.float64)
+        eos = {self.eos_id} if isinstance(self.eos_id, int) else set(self.eos_id)
+        summary = [_Row(k, math.nan if combined[k] is None else float(combined[k]),
+                        {name: scores[k] for name, scores in per_reward.items()}, len(c), bool(c) and c[-1] in eos, None)
+                   for k, (_, c) in enumerate(rows)]
+        rewards = torch.tensor([r.reward for r in summary], dtype=torch.float64)
+        if not bool((~rewards.isnan()).any()):
+            raise AlignlabError(f"no completion of the {len(prompts)} evaluation prompts could be scored by the "
+                                f"rewards {[n for n, _ in self.rewards]}\n  hint: check the eval file's fields "
+                                "against the rewards' columns (`alignlab rewards show NAME`)")
+        metrics = self._metrics(summary, rewards, ~rewards.isnan(), g, None)
+        if kl is not None:
+            metrics["kl"] = float(kl.mean())
+        return metrics
 
     # ---- the step on the rollouts --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ This module wires the pieces: data → tokens → model and reference → step �
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import json
 import os
@@ -263,10 +264,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     check_pack_length(config, entry)
     train_source = given.source(given.train_data, config.data.path, "train_data")
     eval_source = given.source(given.eval_data, config.data.eval_path, "eval_data")
-    if data_kind.name == "prompt" and eval_source:
-        raise ConfigError("data.eval_path is not read by online RL yet (its evaluation would sample "
-                          "and score completions)\n  hint: remove data.eval_path; `alignlab generate` scores a "
-                          "trained model on held-out prompts")
+    if sampled_pairs and eval_source:
+        raise ConfigError("data.eval_path is not read by online pairs or OPA-DPO yet\n  hint: remove "
+                          "data.eval_path; `alignlab generate` scores a trained model on held-out prompts")
     rewards = None
     if data_kind.name == "prompt":  # a typo fails before the model loads
         if world > 1 and config.train.distributed == "fsdp":
@@ -348,7 +348,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state,
                          row_of=getattr(order, "row_of", None))
     evaluate = None
-    if eval_items:
+    if eval_items and online:  # held-out prompts sampled and scored like the rollouts
+        evaluate = functools.partial(rollout.evaluate, eval_items)
+    elif eval_items:
         eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
                               key_prefix=EVAL_KEY)
         evaluate = _evaluator(eval_step, len(eval_items), config.train.batch_size, policy, config.train.precision)
