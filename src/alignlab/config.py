@@ -287,6 +287,9 @@ class RolloutConfig:
     num_iterations steps sample anew (1: online DPO, more: iterative DPO). null: pairs from the data."""
     opa: OPASettings = field(default_factory=OPASettings)
     """OPA-DPO: a reviser of the policy's samples and the SFT step before DPO."""
+    log_completions: int = 0
+    """Every this many rollout rounds (from the first), write each rollout (prompt, completion,
+    rewards, advantage, length) as a line of RUN_DIR/completions.jsonl, every rank's; 0: off."""
 
     def __post_init__(self) -> None:
         for key in ("num_generations", "max_new_tokens", "num_iterations", "batch_size"):
@@ -305,6 +308,10 @@ class RolloutConfig:
                     f"has {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
         require(self.pairs is None or self.num_generations >= 2, "num_generations",
                 f"online pairs rank at least 2 samples a prompt, got {self.num_generations}")
+        require(self.log_completions >= 0, "log_completions", f"must be >= 0 (0 is off), got {self.log_completions}")
+        require(not (self.log_completions and (self.pairs is not None or self.opa.reviser is not None)),
+                "log_completions", "is written by the policy-gradient losses' rollouts (grpo, rloo, ppo, ...), "
+                "not yet by online pairs or OPA-DPO")
 
 
 @dataclass(frozen=True)

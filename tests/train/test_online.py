@@ -192,9 +192,11 @@ def test_ddp_two_ranks_match_one_process(workspace):
     dapo token count and GRPO's batch std, which need every rank's rollouts): the same samples,
     the same metrics and the same weights to float rounding."""
     common = ("train.max_steps=3", "train.save_every=null", "rl.scale_rewards=batch",
-              "train.loss_kwargs={aggregation: dapo}")
+              "train.loss_kwargs={aggregation: dapo}", "rl.log_completions=1")
     check_ok(train(workspace, "train.output_dir=single", "train.batch_size=4", *common))
     check_ok(torchrun(workspace, "train.output_dir=ddp", "train.batch_size=2", *common))
+    logged = [(workspace / run / "completions.jsonl").read_text(encoding="utf-8").splitlines() for run in ("ddp", "single")]
+    assert len(logged[0]) == 3 * 4 * 4 and logged[0] == logged[1]  # every rank's rollouts, in the same order
     got, want = records(workspace / "ddp"), records(workspace / "single")
     for g, w in zip(got, want, strict=True):
         assert g["tokens"] == w["tokens"]

@@ -1,4 +1,5 @@
-"""Online RL's evaluation on held-out prompts (data.eval_path with a prompt-only loss).
+"""Online RL's evaluation on held-out prompts (data.eval_path with a prompt-only loss), and the
+rollouts written to completions.jsonl (rl.log_completions).
 
 The final evaluation is recomputed independently: the saved model reloaded, the eval prompts
 sampled with the evaluation's seed, scored by the reward, and (with a reference) the KL estimate
@@ -132,3 +133,28 @@ def test_keep_best_by_the_eval_reward(workspace):
 def test_online_pairs_still_refuse_an_eval_file(workspace):
     with pytest.raises(ConfigError, match="not read by online pairs or OPA-DPO"):
         run(workspace, "pairs", "rl.pairs=best_worst", "train.loss=dpo")
+
+
+def test_logged_completions_are_the_rollouts_the_metrics_describe(workspace):
+    from alignlab.rewards import build_reward
+
+    run_dir = run(workspace, "logged", "rl.log_completions=2", "data.eval_path=null", "train.eval_every=null")
+    lines = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted({r["step"] for r in lines}) == [1, 3]  # rounds 1 and 3 of 4
+    train = {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "train"}
+    reward = build_reward(REWARD)
+    for step in (1, 3):
+        rows = [r for r in lines if r["step"] == step]
+        assert len(rows) == 4 * G  # batch_size prompts × G
+        recomputed = [float(s) for s in reward([r["prompt"] for r in rows], [r["completion"] for r in rows], {})]
+        assert [r["reward"] for r in rows] == pytest.approx(recomputed, abs=1e-12)
+        assert [r["rewards"]["length_target"] for r in rows] == pytest.approx(recomputed, abs=1e-12)
+        assert sum(recomputed) / len(recomputed) == pytest.approx(train[step]["reward"], abs=1e-12)
+        for start in range(0, len(rows), G):  # GRPO: (r − mean) / (std + 1e-4) within each prompt's group
+            group = rows[start:start + G]
+            assert len({r["prompt"] for r in group}) == 1
+            values = torch.tensor([r["reward"] for r in group], dtype=torch.float64)
+            expected = (values - values.mean()) / (values.std() + 1e-4)
+            assert [r["advantage"] for r in group] == pytest.approx(expected.tolist(), abs=1e-9)
+        assert sum(r["clipped"] for r in rows) / len(rows) == pytest.approx(train[step]["completions/clipped_ratio"])

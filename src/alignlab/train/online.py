@@ -24,10 +24,12 @@ share is logged as ``rewards/unscorable``, never silently read as a reward of 0.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,13 +88,15 @@ class RolloutPhase:
                  prompts: Sequence[PromptItem], model: Any, forward: torch.nn.Module, reference: Reference | None,
                  tokenizer: Any, pad_id: int, eos_id: int | Sequence[int], *, seed: int, rank: int = 0,
                  world: int = 1, precision: str | None = None,
-                 rewards: Sequence[tuple[str, Any]] | None = None, critic: torch.nn.Module | None = None) -> None:
+                 rewards: Sequence[tuple[str, Any]] | None = None, critic: torch.nn.Module | None = None,
+                 completions_path: Path | None = None) -> None:
         self.settings, self.entry, self.kind, self.prompts = settings, entry, kind, prompts
         self.loss_kwargs = dict(loss_kwargs)
         self.model, self.forward, self.reference, self.tokenizer = model, forward, reference, tokenizer
         self.pad_id, self.eos_id, self.seed, self.rank, self.world = pad_id, eos_id, seed, rank, world
         self.precision = precision
         self.critic = critic  # PPO's value model (its training runs through ``forward``), else None
+        self.completions_path = completions_path  # rl.log_completions writes here (rank 0)
         hyper = {h.name: h.default for h in entry.contract.hyperparameters}
         self.aggregation = self.loss_kwargs.get("aggregation", hyper.get("aggregation", "grpo"))
         self.beta = float(self.loss_kwargs.get("beta", hyper.get("beta", 0.0)))
@@ -170,6 +174,11 @@ class RolloutPhase:
         kl_sums = None if kl_all is None else torch.tensor([float(k.sum()) for k in kl_all], dtype=torch.float64)
         if kl_sums is not None and self.advantage.contract.level == "sequence":
             rewards = rewards - self.settings.kl_in_reward * kl_sums  # what the advantages saw
+        every = self.settings.log_completions
+        if every and self.completions_path is not None and (step // self.iterations) % every == 0:
+            texts_at = {r.position: (self.prompts[i].prompt, text) for r, (i, _), text in zip(local, rows, texts,
+                                                                                            strict=True)}
+            self._log_completions(step, everyone, advantages, texts_at)
         at = {r.position: k for k, r in enumerate(everyone)}
         rollouts, k = [], 0
         for window in windows:
@@ -187,6 +196,33 @@ class RolloutPhase:
                     k += 1
             rollouts.append(batch)
         return rollouts, self._metrics(everyone, rewards, scorable, g, kl_sums)
+
+    def _log_completions(self, step: int, everyone: Sequence[_Row], advantages: Sequence[Any],
+                         texts_at: dict[int, tuple[Any, str]]) -> None:
+        """One JSON line per rollout of the step, every rank's, in the global batch's order. The
+        reward is the rewards' weighted sum before any KL in the reward (null: unscorable); a
+        token-level estimator's advantage is given as its mean over the completion's tokens."""
+        if self.world > 1 and torch.distributed.is_initialized():
+            parts: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(parts, texts_at)  # every rank calls: the condition is the step's
+            texts_at = {position: pair for part in parts for position, pair in part.items()}
+        if self.rank != 0:
+            return
+        lines = []
+        for row, r in enumerate(everyone):
+            prompt, completion = texts_at[r.position]
+            advantage = advantages[row]
+            entry = {"step": step + 1, "prompt": prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
+                     "completion": completion, "reward": None if math.isnan(r.reward) else r.reward,
+                     "rewards": dict(r.scores), "length": r.length, "clipped": not r.ended}
+            if isinstance(advantage, float):
+                entry["advantage"] = advantage
+            else:
+                entry["advantage/token_mean"] = sum(advantage) / max(len(advantage), 1)
+            lines.append(json.dumps(entry, ensure_ascii=False))
+        self.completions_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.completions_path, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
 
     def _gather(self, rows: list[_Row]) -> list[_Row]:
         """Every rank's rows, ordered by their place in the global batch."""

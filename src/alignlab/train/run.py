@@ -343,7 +343,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         step = rollout = RolloutPhase(config.rl, entry, kwargs, kind, items, model, forward, reference, tokenizer,
                                       pad_id, RecordTokenizer(tokenizer, config.tokenize).eos_id,
                                       seed=config.train.seed, rank=rank, world=world,
-                                      precision=config.train.precision, rewards=rewards, critic=critic)
+                                      precision=config.train.precision, rewards=rewards, critic=critic,
+                                      completions_path=run_dir / "completions.jsonl")
     else:
         step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state,
                          row_of=getattr(order, "row_of", None))
