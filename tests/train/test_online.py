@@ -319,8 +319,9 @@ def nothing_loads(monkeypatch):
     (["rl.advantage=gae"], ConfigError, "value model"),
     (["rl.temperature=0"], ConfigError, "temperature"),
     (["rl.advantage=grpoo"], ConfigError, r"rl\.advantage: unknown .*grpo"),
+    (["rl.pairs=best_worst", "train.loss=dpo", "rl.log_completions=1"], ConfigError, "log_completions.*online pairs"),
 ], ids=["unknown-reward", "no-reward", "cache", "kl-without-reference", "scale-without-option", "gae",
-        "greedy", "unknown-advantage"])
+        "greedy", "unknown-advantage", "log-completions-with-pairs"])
 def test_bad_settings_fail_before_the_model_loads(workspace, nothing_loads, overrides, error, message):
     with pytest.raises(error, match=message):
         in_process(workspace, "bad", *overrides)
