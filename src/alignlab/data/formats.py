@@ -330,6 +330,16 @@ def sft(row: Mapping[str, Any], source: str) -> Converted:
     return [SFTExample(row["prompt"], row["completion"], **_extras(row, ("source", "id"), source))]
 
 
+@register("text", ("text",), "sft")
+def text(row: Mapping[str, Any], source: str) -> Converted:
+    """Plain text modelled whole (TRL's language-modeling format; continued pretraining): no
+    prompt, every token after the first trained, EOS appended."""
+    value = _string(row, "text")
+    if not value.strip():
+        raise FieldError("text", "empty text", "remove the row or fill in the text", "empty text")
+    return [SFTExample("", value, **_extras(row, ("source", "id"), source))]
+
+
 @register("sft_messages", ("messages",), "sft")
 def sft_messages(row: Mapping[str, Any], source: str) -> Converted:
     """A whole conversation: the turns before the first assistant reply are the prompt, the rest

@@ -82,12 +82,15 @@ def prompt_of(row: Mapping[str, Any], prompt_field: str | None = None) -> tuple[
         extra = row.get("input")
         text = row["instruction"] if not extra else f"{row['instruction']}\n\n{extra}"
         return check_prompt(text, "instruction"), {"instruction", "input"}
+    no_prompt = FieldError(None, f"no prompt among the fields {sorted(row)}",
+                           f"name it with a field {', '.join(repr(f) for f in PROMPT_FIELDS)} "
+                           "(or choose one with --prompt-field)", "no prompt")
     try:
         entry = detect_format(row)
     except FieldError:
-        raise FieldError(None, f"no prompt among the fields {sorted(row)}",
-                         f"name it with a field {', '.join(repr(f) for f in PROMPT_FIELDS)} "
-                         "(or choose one with --prompt-field)", "no prompt") from None
+        raise no_prompt from None
+    if entry.name == "text":  # plain text is modelled whole: nothing in it is a prompt
+        raise no_prompt
     records = [r for r in entry.obj(row, "prompts") if hasattr(r, "prompt")]
     if not records:
         raise FieldError(None, f"the row (format {entry.name!r}) holds no prompt", "", "no prompt")

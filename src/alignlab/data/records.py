@@ -325,7 +325,9 @@ class Judged:
 class SFTExample:
     """A prompt and the response to imitate. In a chat, the completion may be the rest of a
     conversation (assistant turns with user/tool turns between them): tokenization supervises
-    its assistant turns (all, or the last ones: ``tokenize.assistant_turns``), never the others."""
+    its assistant turns (all, or the last ones: ``tokenize.assistant_turns``), never the others.
+    An empty prompt is plain text (the ``text`` format): the completion, a string, is modelled
+    whole."""
 
     prompt: Text
     completion: Text
@@ -333,11 +335,18 @@ class SFTExample:
     id: str | None = None
 
     def __post_init__(self) -> None:
-        prompt = check_prompt(self.prompt)
+        if isinstance(self.prompt, str) and self.prompt == "":
+            prompt, completion = "", check_text("completion", self.completion)
+            if not isinstance(completion, str):
+                raise FieldError("completion", "plain text (an empty prompt) must be a string, not a chat",
+                                 "give a chat as messages, or a prompt with it", "mistyped field")
+        else:
+            prompt = check_prompt(self.prompt)
+            completion = check_completion("completion", self.completion, prompt, multi_turn=True)
         _set(
             self,
             prompt=prompt,
-            completion=check_completion("completion", self.completion, prompt, multi_turn=True),
+            completion=completion,
             source=check_optional_str("source", self.source),
             id=check_optional_str("id", self.id),
         )

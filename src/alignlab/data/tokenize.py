@@ -220,6 +220,8 @@ class RecordTokenizer:
             if out is None:
                 return None
             return TokenizedRanked(out[0], tuple(ids for ids, _, _ in out[1]), record)
+        if isinstance(record, SFTExample) and record.prompt == "":
+            return self._plain_text(record)
         if isinstance(record, SFTExample) and _multi_turn(record.completion):
             out = self._encode(record.prompt, {"completion": (record.completion, ASSISTANT_TURNS)})
             if out is None:
@@ -236,6 +238,23 @@ class RecordTokenizer:
             f"cannot tokenize a {type(record).__name__}\n"
             "  hint: give a record of alignlab.data.records (PreferencePair, Feedback, ...)"
         )
+
+    def _plain_text(self, record: SFTExample) -> TokenizedCompletion | None:
+        """Plain text modelled whole (TRL's language-modeling format): BOS where the model takes
+        one, the text, EOS. Nothing predicts the first token, so it is the "prompt" and every
+        token after it is trained; a length limit cuts (or drops) as it does a completion."""
+        text = record.completion
+        if self.tokenizer.eos_token and self.tokenizer.eos_token in text:
+            self.stats["eos_in_text"] += 1
+        ids = self._end(self._with_bos(self._ids(text), from_template=False), chat=False)
+        fitted = self._fit_completion(1, ids[1:], None)
+        if isinstance(fitted, str):
+            self.stats[fitted] += 1
+            return None
+        completion, _, cut = fitted
+        if cut:
+            self.stats["completions_truncated"] += 1
+        return TokenizedCompletion((ids[0],), tuple(completion), record)
 
     def _encode(
         self, prompt: Text, completions: dict[str, tuple[Text, Weights]]
