@@ -45,7 +45,8 @@ def test_a_bos_tokenizer_puts_bos_as_the_prompt(bpe_tokenizer):
     assert list(item.completion_ids) == [*text_ids, bpe_tokenizer.eos_token_id]
 
 
-@pytest.mark.parametrize("packing", [{"packing": "off"}, {"pack_length": 64}], ids=["padded", "fixed-rows"])
+@pytest.mark.parametrize("packing", [{"packing": "off"}, {"packing": "on"}, {"pack_length": 64}],
+                         ids=["padded", "shared-bos-prefix", "fixed-rows"])
 def test_nll_equals_the_models_own_causal_lm_loss(tmp_path, bpe_tokenizer_dir, packing):
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
