@@ -342,6 +342,9 @@ def check_run_config(config: RunConfig, *, eval_given: bool = False) -> None:
     except ConfigError as error:
         raise ConfigError(f"train.loss / train.loss_kwargs: {error}") from None
     train = config.train
+    if config.tokenize.train_on_prompt and get_loss(train.loss).contract.data != "sft":
+        raise ConfigError(f"tokenize.train_on_prompt trains SFT on the prompt's tokens, but loss {train.loss!r} "
+                          "does not train on SFT data\n  hint: remove tokenize.train_on_prompt")
     if train.precision == "fp16":
         if config.model.dtype == "float16" and not config.model.lora.enabled:
             raise ConfigError("train.precision=fp16 keeps float32 weights and runs the forward in float16, "

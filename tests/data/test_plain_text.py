@@ -1,4 +1,5 @@
-"""Plain text (`{"text": ...}`, TRL's language-modeling format): the whole text modelled, no prompt.
+"""SFT on every token: plain text (`{"text": ...}`, TRL's language-modeling format; no prompt)
+and tokenize.train_on_prompt (a prompt-completion example trained on its prompt too).
 
 Exact ids on GPT-2 (no BOS: the first text token is the unpredicted "prompt") and on the session
 BPE tokenizer (which adds BOS); an nll run's loss equals the model's own causal-LM loss with
@@ -87,3 +88,63 @@ def test_a_bad_text_row_is_named_by_file_line_and_field(tmp_path, row, message):
 def test_an_empty_prompt_takes_only_plain_text():
     with pytest.raises(AlignlabError, match="plain text .* must be a string"):
         SFTExample("", ({"role": "assistant", "content": "hi"},))
+
+
+# ---- tokenize.train_on_prompt: a prompt-completion example trained on every token ---------------
+
+
+def test_train_on_prompt_moves_the_prompt_into_the_loss(gpt2):
+    from alignlab.data.tokenize import TokenizeOptions
+
+    record = SFTExample("Question: what is two plus two?\nAnswer:", " four.")
+    plain = RecordTokenizer(gpt2)(record)
+    whole = RecordTokenizer(gpt2, TokenizeOptions(train_on_prompt=True))(record)
+    assert whole.prompt_ids + whole.completion_ids == plain.prompt_ids + plain.completion_ids
+    assert len(whole.prompt_ids) == 1 and whole.supervised is None
+
+
+def test_train_on_prompt_supervises_every_turn_of_a_conversation(gpt2):
+    from alignlab.data.formats import sft_messages
+    from alignlab.data.tokenize import TokenizeOptions
+
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    [record] = sft_messages({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"},
+                                          {"role": "user", "content": "and?"}, {"role": "assistant", "content": "so"}]},
+                            "test")
+    masked = RecordTokenizer(gpt2, TokenizeOptions(chat_template=chatml))(record)
+    whole = RecordTokenizer(gpt2, TokenizeOptions(chat_template=chatml, train_on_prompt=True))(record)
+    assert not all(masked.supervised)  # by default the second user turn is input only
+    assert whole.prompt_ids + whole.completion_ids == masked.prompt_ids + masked.completion_ids
+    assert whole.supervised is None
+
+
+def test_train_on_prompt_nll_equals_the_models_own_loss_on_the_whole_sequence(tmp_path, bpe_tokenizer_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(bpe_tokenizer_dir)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=1, num_attention_heads=4)).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    record = SFTExample("the question", " and its answer")
+    plain = RecordTokenizer(tokenizer)(record)
+    ids = torch.tensor([list(plain.prompt_ids + plain.completion_ids)])
+    with torch.no_grad():
+        expected = float(reference(ids, labels=ids).loss)
+    run = alignlab.train({"model": {"name_or_path": str(tmp_path / "model")}, "tokenize": {"train_on_prompt": True},
+                          "train": {"loss": "nll", "max_steps": 1, "batch_size": 1, "lr": 1e-6,
+                                    "output_dir": str(tmp_path / "run")}},
+                         train_data=[{"prompt": "the question", "completion": " and its answer"}],
+                         console=Console(quiet=True))
+    loss = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert loss == pytest.approx(expected, abs=1e-5)
+
+
+def test_train_on_prompt_is_refused_for_a_loss_that_is_not_sft():
+    from alignlab.config import check_run_config, load_config
+    from alignlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_on_prompt.*'dpo' does not train on SFT data"):
+        check_run_config(load_config(None, ["tokenize.train_on_prompt=true", "train.loss=dpo"]))

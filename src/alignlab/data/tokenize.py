@@ -45,6 +45,9 @@ class TokenizeOptions:
     assistant_turns: Literal["all", "last"] = "all"
     """SFT on a multi-turn conversation: supervise every assistant turn (TRL's
     assistant_only_loss) or only the last ones; system, user and tool turns never."""
+    train_on_prompt: bool = False
+    """SFT: train on the prompt too (TRL's completion_only_loss=false, LLaMA-Factory's
+    train_on_prompt): every token after the first, each turn of a conversation included."""
 
     def __post_init__(self) -> None:
         for key in ("max_length", "max_prompt_length", "max_completion_length"):
@@ -222,15 +225,14 @@ class RecordTokenizer:
             return TokenizedRanked(out[0], tuple(ids for ids, _, _ in out[1]), record)
         if isinstance(record, SFTExample) and record.prompt == "":
             return self._plain_text(record)
-        if isinstance(record, SFTExample) and _multi_turn(record.completion):
-            out = self._encode(record.prompt, {"completion": (record.completion, ASSISTANT_TURNS)})
-            if out is None:
+        if isinstance(record, SFTExample) and self.options.train_on_prompt:
+            item = self._completion(record)
+            if item is None:
                 return None
-            ids, weights, _ = out[1][0]
-            return TokenizedCompletion(out[0], ids, record, tuple(w > 0 for w in weights))
+            whole = item.prompt_ids + item.completion_ids  # nothing predicts the first token
+            return TokenizedCompletion(whole[:1], whole[1:], record)
         if isinstance(record, (Feedback, SFTExample)):
-            out = self._encode(record.prompt, {"completion": (record.completion, None)})
-            return None if out is None else TokenizedCompletion(out[0], out[1][0][0], record)
+            return self._completion(record)
         if isinstance(record, Judged):
             out = self._encode(record.instruction, {"response": (record.response, None)})
             return None if out is None else TokenizedJudged(out[0], out[1][0][0], record)
@@ -238,6 +240,17 @@ class RecordTokenizer:
             f"cannot tokenize a {type(record).__name__}\n"
             "  hint: give a record of alignlab.data.records (PreferencePair, Feedback, ...)"
         )
+
+    def _completion(self, record: Feedback | SFTExample) -> TokenizedCompletion | None:
+        """A prompt and its completion; a multi-turn SFT completion with its supervision mask."""
+        if isinstance(record, SFTExample) and _multi_turn(record.completion):
+            out = self._encode(record.prompt, {"completion": (record.completion, ASSISTANT_TURNS)})
+            if out is None:
+                return None
+            ids, weights, _ = out[1][0]
+            return TokenizedCompletion(out[0], ids, record, tuple(w > 0 for w in weights))
+        out = self._encode(record.prompt, {"completion": (record.completion, None)})
+        return None if out is None else TokenizedCompletion(out[0], out[1][0][0], record)
 
     def _plain_text(self, record: SFTExample) -> TokenizedCompletion | None:
         """Plain text modelled whole (TRL's language-modeling format): BOS where the model takes
