@@ -56,6 +56,8 @@ def make_inputs(entry, extreme: float | None = None, dtype=torch.float64, seed: 
             made[name] = uniform((B,), 0.5, 2.0)
         elif name == "delta":
             made[name] = torch.tensor(0.1, dtype=dtype)
+        elif name == "train_step":  # a state's count: a scalar, in the middle of a warm-up
+            made[name] = torch.tensor(7.0, dtype=torch.float64)
         elif name == "scores":
             made[name] = torch.stack([torch.randperm(K, generator=g) for _ in range(B)]).to(dtype)
         elif name in ("response_mask", "step_mask"):

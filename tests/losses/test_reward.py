@@ -93,3 +93,57 @@ def test_reward_losses_finite_for_extreme_and_bf16_inputs():
         losses, _ = prm_bce(big.reshape(1, 2), labels, torch.ones(1, 2, dtype=torch.bool))
         assert bool(torch.isfinite(losses).all())
         assert losses.float().item() == pytest.approx(1e4, rel=1e-2)  # both steps wrong by 1e4
+
+
+def test_confidence_loss_closed_form():
+    """α = 0.5 (past the warm-up). d = 1 (the student agrees with the weak label): t = 1 ⇒ plain
+    BT, log(1 + e^−1). d = −2 (it disagrees): t = 1 − α = 0.5 ⇒ −[½ log σ(−2) + ½ log σ(2)]
+    = ½ (softplus(2) + softplus(−2)) = ½ (2 + 2 softplus(−2)) = 1 + softplus(−2)."""
+    from alignlab.losses.reward import bradley_terry_confidence
+
+    losses, metrics = bradley_terry_confidence(t(1.0, -2.0), t(0.0, 0.0), t(0.0, 0.0), torch.tensor(50.0))
+    assert losses.tolist() == pytest.approx([softplus(-1.0), 1 + softplus(-2.0)], abs=1e-12)
+    assert metrics["accuracy"].tolist() == [1.0, 0.0] and metrics["aux_coef"].tolist() == [0.5, 0.5]
+
+
+def test_confidence_loss_warms_up_linearly_from_plain_bradley_terry():
+    """At step 0, α = 0: exactly Bradley–Terry on the weak label. At step 5 of 20, α = 0.5·¼ =
+    0.125; a disagreeing pair (d = −2) has t = 0.875: 0.875·softplus(2) + 0.125·softplus(−2).
+    α = 0.75 and d < 0: t = 0.25 and ∂L/∂d = σ(d) − t, zero at d* = logit(0.25) < 0: the student
+    settles on its disagreement with the weak label, where Bradley–Terry (∂L/∂d = σ(d) − 1 < 0)
+    would push it to the weak label's side."""
+    from alignlab.losses.reward import bradley_terry_confidence
+
+    chosen, rejected, margin = t(1.0, -2.0), t(0.0, 0.0), t(0.0, 0.0)
+    at_zero, _ = bradley_terry_confidence(chosen, rejected, margin, torch.tensor(0.0))
+    plain, _ = bradley_terry(chosen, rejected, margin)
+    assert at_zero.tolist() == pytest.approx(plain.tolist(), abs=1e-12)
+    warming, metrics = bradley_terry_confidence(chosen, rejected, margin, torch.tensor(5.0))
+    assert metrics["aux_coef"][0].item() == pytest.approx(0.125)
+    assert warming[1].item() == pytest.approx(0.875 * softplus(2.0) + 0.125 * softplus(-2.0), abs=1e-12)
+    for value, gradient in ((-2.0, 1 / (1 + math.exp(2.0)) - 0.25), (math.log(0.25 / 0.75), 0.0)):
+        d = torch.tensor([value], dtype=torch.float64, requires_grad=True)
+        loss, _ = bradley_terry_confidence(d, t(0.0), t(0.0), torch.tensor(100.0), aux_coef=0.75)
+        loss.sum().backward()
+        assert d.grad.item() == pytest.approx(gradient, abs=1e-12)
+
+
+def test_confidence_loss_hardening_is_the_quantile_rule_over_both_orientations():
+    """The authors' rule: threshold = the mean-label quantile of the class-0 probabilities; over
+    both orientations of every pair (labels 1 and 0) that quantile is ½, so the hardened target
+    of the chosen-first orientation is 1[d > 0] and the loss is the mean of the two orientations'."""
+    from alignlab.losses.reward import bradley_terry_confidence
+
+    torch.manual_seed(0)
+    d = torch.randn(9, dtype=torch.float64) * 2
+    alpha = 0.5
+    logits = torch.stack([torch.zeros(18, dtype=torch.float64), torch.cat([d, -d])], 1)  # class 1: first better
+    labels = torch.cat([torch.ones(9), torch.zeros(9)]).double()
+    preds = torch.softmax(logits, -1)
+    threshold = torch.quantile(preds[:, 0], labels.mean())
+    hard = torch.stack([(preds[:, 0] >= threshold), (preds[:, 0] < threshold)], 1).double()
+    target = torch.stack([1 - labels, labels], 1) * (1 - alpha) + hard * alpha
+    reference = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    ours, _ = bradley_terry_confidence(d, torch.zeros(9, dtype=torch.float64), torch.zeros(9, dtype=torch.float64),
+                                       torch.tensor(1e9), aux_coef=alpha)
+    assert ours.tolist() == pytest.approx(((reference[:9] + reference[9:]) / 2).tolist(), abs=1e-12)

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from alignlab.cli import main
 from alignlab.data.load import load_records
-from alignlab.errors import AlignlabError, DataError
+from alignlab.errors import AlignlabError, ConfigError, DataError
 from alignlab.eval.suites import get_suite
 from alignlab.testbed import weak_to_strong as w2s
 from alignlab.testbed.world import all_prompts, true_reward
@@ -68,8 +68,9 @@ def test_protocol_wiring_with_known_scorers(tmp_path, monkeypatch):
     pairs, _ = w2s.gold_pairs(90, seed=0)
     trained = []
 
-    def fake_reward_model(settings, out, name, base, data, seed, console):
+    def fake_reward_model(settings, out, name, base, data, seed, console, loss="bradley_terry", kwargs=None):
         trained.append((name, base, list(data)))
+        assert (loss, kwargs or {}) == ("bradley_terry", {})
         if name.startswith("weak"):
             return _Scorer(lambda p, c: len(c))
         return _Scorer(lambda p, c: true_reward(_prompt_of(p), c))
@@ -99,6 +100,25 @@ def test_protocol_wiring_with_known_scorers(tmp_path, monkeypatch):
     assert result.metric("pgr").value == pytest.approx(1.0)
     assert result.metric("weak_label_accuracy").value == pytest.approx(label_right)
     assert result.metric("student_weak_agreement").value == pytest.approx(weak_right)
+
+
+def test_the_confidence_loss_trains_the_student_only(tmp_path, monkeypatch):
+    pairs, _ = w2s.gold_pairs(30, seed=0)
+    losses = {}
+
+    def fake_reward_model(settings, out, name, base, data, seed, console, loss="bradley_terry", kwargs=None):
+        losses[name] = (loss, dict(kwargs or {}))
+        return _Scorer(lambda p, c: len(c))
+
+    monkeypatch.setattr(w2s, "_reward_model", fake_reward_model)
+    settings = w2s.WeakToStrongSettings(seeds=1, resamples=10, steps=96, student_loss="bradley_terry_confidence",
+                                        aux_coef=0.75)
+    result = w2s.run_weak_to_strong(settings, tmp_path, Console(quiet=True), pairs=pairs, strong="S", weak="W")
+    assert losses == {"weak-0": ("bradley_terry", {}), "ceiling-0": ("bradley_terry", {}),
+                      "student-0": ("bradley_terry_confidence", {"aux_coef": 0.75, "warmup_steps": 10})}
+    assert any("auxiliary confidence loss" in note for note in result.notes)
+    with pytest.raises(ConfigError, match="student_loss must be one of"):
+        w2s.WeakToStrongSettings(student_loss="mse")
 
 
 def test_a_real_tiny_run_through_the_cli(tmp_path, capsys):

@@ -180,6 +180,19 @@ def test_every_registered_loss_trains_from_its_contract(loss, tiny, tmp_path):
     assert line["step"] == 1 and math.isfinite(line["loss"]) and line["grad_norm"] > 0
 
 
+def test_a_loss_state_counts_the_steps_of_a_warm_up(tiny, tmp_path):
+    """bradley_terry_confidence reads the optimizer steps taken from its state: α = 0.5 · s/2 at
+    steps 1, 2, 3 (s = 0, 1, 2 taken before), and the count is checkpointed for a resume."""
+    from alignlab.train.checkpoint import load_latest
+
+    run = run_training(config(tmp_path, tiny, f"data.path={EXAMPLES / 'data' / 'pairs.jsonl'}",
+                              "train.loss=bradley_terry_confidence", "train.loss_kwargs={warmup_steps: 2}",
+                              "model.reward_head=scalar_head", "train.max_steps=3", "train.save_every=3"))
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["aux_coef"] for x in lines if x["split"] == "train"] == [0.0, 0.25, 0.5]
+    assert load_latest(run / "checkpoints").loss_state == {"steps": 3}
+
+
 def test_ranking_accuracy_is_logged_during_training(tiny, tmp_path):
     """Beside implicit-reward accuracy, the policy's own ranking accuracy (summed and normalised)
     and the reference's, in train and eval records; at step 1 policy = reference."""

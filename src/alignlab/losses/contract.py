@@ -51,6 +51,7 @@ INPUTS: Mapping[str, str] = {
     "kl_ref": "(B,) reference log-prob of a mismatched completion",
     "example_weights": "(B,) per-example weights (e.g. BCO's UDM density ratios)",
     "delta": "() running reward shift carried by the loss's state (BCO)",
+    "train_step": "() optimizer steps taken so far, carried by the loss's state (a warm-up)",
     "scores": "(B, K) scores of ranked responses, higher is better",
     "response_mask": "(B, K) bool, True where a ranked response exists",
     # token level, one completion (SFT, CUT)

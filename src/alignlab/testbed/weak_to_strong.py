@@ -16,8 +16,9 @@ Defaults on the testbed: the weak base is a one-layer "micro" transformer traine
 world's base responses; the strong base is the testbed's "tiny" base policy trained to the end,
 so it has seen which answers go with which questions, which the weak one barely has. A user
 brings their own: ``alignlab eval --suite weak_to_strong --model STRONG --ref WEAK --items PAIRS``
-(pairs whose ``chosen`` is the ground truth). Hard labels: the student learns the weak model's
-preferred order; Burns et al.'s auxiliary confidence loss is not implemented.
+(pairs whose ``chosen`` is the ground truth). The student learns the weak model's preferred order
+(hard labels) by Bradley–Terry, or with ``student_loss=bradley_terry_confidence`` by Burns et al.'s
+auxiliary confidence loss (its pairwise form, ``alignlab losses show bradley_terry_confidence``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from rich.console import Console
 from alignlab.data.convert import write_jsonl
 from alignlab.data.readers import Location
 from alignlab.data.records import PreferencePair
-from alignlab.errors import DataError, FieldError
+from alignlab.errors import ConfigError, DataError, FieldError
 from alignlab.eval.suites.base import Metric, Suite, SuiteResult, register_suite
 from alignlab.eval.suites.weak_to_strong import ROLES, weak_to_strong_metrics
 from alignlab.testbed.experiment import ExperimentSettings, _run, _train_base
@@ -77,6 +78,25 @@ class WeakToStrongSettings:
     resamples: int = 1000
     """Bootstrap resamples of the PGR standard error."""
     seed: int = 0
+    student_loss: str = "bradley_terry"
+    """The strong student's loss on the weak labels: "bradley_terry", or "bradley_terry_confidence"
+    (Burns et al.'s auxiliary confidence loss: α = aux_coef, warmed up over the first 10% of the
+    steps, as the authors' code)."""
+    aux_coef: float = 0.5
+    """α of bradley_terry_confidence (the authors' code default)."""
+
+    def __post_init__(self) -> None:
+        if self.student_loss not in STUDENT_LOSSES:
+            raise ConfigError(f"weak_to_strong: student_loss must be one of {list(STUDENT_LOSSES)}, got "
+                              f"{self.student_loss!r}")
+
+    def student_kwargs(self) -> dict[str, Any]:
+        if self.student_loss == "bradley_terry":
+            return {}
+        return {"aux_coef": self.aux_coef, "warmup_steps": max(1, round(0.1 * self.steps))}
+
+
+STUDENT_LOSSES = ("bradley_terry", "bradley_terry_confidence")
 
 
 def gold_pairs(n: int, seed: int, task: str = "knowledge") -> tuple[list[PreferencePair], int]:
@@ -142,7 +162,8 @@ def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console:
         label_accuracy.append(sum(weak_prefers) / len(weak_prefers))
         weak_labels = [p if keep else replace(p, chosen=p.rejected, rejected=p.chosen)
                        for p, keep in zip(transfer, weak_prefers, strict=True)]
-        student_rm = _reward_model(settings, out, f"student-{s}", strong, weak_labels, s, console)
+        student_rm = _reward_model(settings, out, f"student-{s}", strong, weak_labels, s, console,
+                                   settings.student_loss, settings.student_kwargs())
         ceiling_rm = _reward_model(settings, out, f"ceiling-{s}", strong, transfer, s, console)
         for role, rm in (("weak", weak_rm), ("student", student_rm), ("ceiling", ceiling_rm)):
             correct[role].append(_prefers(rm, test))
@@ -158,7 +179,10 @@ def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console:
               f"student/ceiling-training and {len(test)} test pairs; each reward model {settings.steps} steps "
               f"(batch 16, lr {settings.lr}, a scalar head on the last token, Bradley-Terry loss)",
               "A test pair counts as right when the reward model scores chosen strictly above rejected. Hard weak "
-              "labels; Burns et al.'s auxiliary confidence loss is not implemented."]
+              "labels; the student's loss: " + (
+                  "Bradley-Terry" if settings.student_loss == "bradley_terry" else
+                  f"Burns et al.'s auxiliary confidence loss in its pairwise form (alpha {settings.aux_coef}, "
+                  f"warmed up over {settings.student_kwargs()['warmup_steps']} steps; an unverified reading)")]
     rows = [{"prompt": plain(p.prompt), "chosen": plain(p.chosen), "rejected": plain(p.rejected),
              **{f"{role} right (of {settings.seeds})": sum(c[i] for c in correct[role]) for role in ROLES}}
             for i, p in enumerate(test)]
@@ -197,14 +221,15 @@ def _settings_of(model: Path) -> tuple[str, int] | None:
 
 
 def _reward_model(settings: WeakToStrongSettings, out: Path, name: str, base: str,
-                  pairs: Sequence[PreferencePair], seed: int, console: Console) -> Any:
+                  pairs: Sequence[PreferencePair], seed: int, console: Console, loss: str = "bradley_terry",
+                  kwargs: Mapping[str, Any] | None = None) -> Any:
     from alignlab.config import ModelConfig
     from alignlab.models import load_reward_model, load_tokenizer
     from alignlab.rewards.models import RewardModelReward
 
     data = out / "data" / f"{name}.jsonl"
     write_jsonl(list(pairs), data)
-    trained = _run(out, name, base, "bradley_terry", {}, None, data, settings.steps, settings.lr,
+    trained = _run(out, name, base, loss, dict(kwargs or {}), None, data, settings.steps, settings.lr,
                    ExperimentSettings(seed=settings.seed + seed), console, batch_size=16,
                    extra=["model.reward_head=scalar_head", "tokenize.max_length=256"])
     model = load_reward_model(ModelConfig(name_or_path=str(trained), reward_head="scalar_head"), "cpu").eval()
