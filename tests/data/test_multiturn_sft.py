@@ -90,23 +90,16 @@ def test_a_template_that_rewrites_earlier_turns_is_an_error(gpt2):
 
 
 @pytest.mark.parametrize("packing", ["on", "off"])
-def test_sft_nll_reads_only_the_assistant_tokens(tmp_path, bpe_tokenizer_dir, packing):
+def test_sft_nll_reads_only_the_assistant_tokens(tmp_path, bpe_llama_dir, packing):
     """One nll step's loss on a multi-turn example equals −mean log p over its supervised tokens,
     computed with the model directly; the user turn between them is input, not target."""
     from rich.console import Console
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import alignlab
 
-    torch.manual_seed(0)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(bpe_tokenizer_dir)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=4))
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(bpe_llama_dir)
+    reference = AutoModelForCausalLM.from_pretrained(bpe_llama_dir).eval()
     item = RecordTokenizer(tokenizer)(example())
     ids = torch.tensor([list(item.prompt_ids) + list(item.completion_ids)])
     with torch.no_grad():
@@ -114,7 +107,7 @@ def test_sft_nll_reads_only_the_assistant_tokens(tmp_path, bpe_tokenizer_dir, pa
     targets = ids[0, 1:]
     positions = [len(item.prompt_ids) + k - 1 for k, flag in enumerate(item.supervised) if flag]
     expected = -torch.stack([logps[p, targets[p]] for p in positions]).mean()
-    run = alignlab.train({"model": {"name_or_path": str(tmp_path / "model")},
+    run = alignlab.train({"model": {"name_or_path": str(bpe_llama_dir)},
                           "train": {"loss": "nll", "max_steps": 1, "batch_size": 1, "lr": 1e-6, "precision": "fp32",
                                     "packing": packing,
                                     "output_dir": str(tmp_path / "run")}},

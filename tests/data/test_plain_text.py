@@ -25,6 +25,12 @@ from alignlab.errors import AlignlabError
 TEXT = "Alignment is the process of steering a model toward what people want."
 
 
+def llama(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
 def test_a_text_row_is_a_plain_text_sft_example():
     entry = detect_format({"text": TEXT})
     assert entry.name == "text" and entry.contract.kind == "sft"
@@ -48,16 +54,8 @@ def test_a_bos_tokenizer_puts_bos_as_the_prompt(bpe_tokenizer):
 
 @pytest.mark.parametrize("packing", [{"packing": "off"}, {"packing": "on"}, {"pack_length": 64}],
                          ids=["padded", "shared-bos-prefix", "fixed-rows"])
-def test_nll_equals_the_models_own_causal_lm_loss(tmp_path, bpe_tokenizer_dir, packing):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(bpe_tokenizer_dir)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=4))
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+def test_nll_equals_the_models_own_causal_lm_loss(tmp_path, bpe_llama_dir, packing):
+    tokenizer, reference = llama(bpe_llama_dir)
     texts = [TEXT, "A second, shorter text."]
     losses = []
     for text in texts:
@@ -65,7 +63,7 @@ def test_nll_equals_the_models_own_causal_lm_loss(tmp_path, bpe_tokenizer_dir, p
                              tokenizer.eos_token_id]])
         with torch.no_grad():
             losses.append(float(reference(ids, labels=ids).loss))  # mean over the predicted tokens
-    run = alignlab.train({"model": {"name_or_path": str(tmp_path / "model")},
+    run = alignlab.train({"model": {"name_or_path": str(bpe_llama_dir)},
                           "train": {"loss": "nll", "max_steps": 1, "batch_size": 2, "lr": 1e-6, "precision": "fp32",
                                     "output_dir": str(tmp_path / "run"), **packing}},
                          train_data=[{"text": t} for t in texts], console=Console(quiet=True))
@@ -119,21 +117,14 @@ def test_train_on_prompt_supervises_every_turn_of_a_conversation(gpt2):
     assert whole.supervised is None
 
 
-def test_train_on_prompt_nll_equals_the_models_own_loss_on_the_whole_sequence(tmp_path, bpe_tokenizer_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(bpe_tokenizer_dir)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                 num_hidden_layers=1, num_attention_heads=4)).save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    reference = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+def test_train_on_prompt_nll_equals_the_models_own_loss_on_the_whole_sequence(tmp_path, bpe_llama_dir):
+    tokenizer, reference = llama(bpe_llama_dir)
     record = SFTExample("the question", " and its answer")
     plain = RecordTokenizer(tokenizer)(record)
     ids = torch.tensor([list(plain.prompt_ids + plain.completion_ids)])
     with torch.no_grad():
         expected = float(reference(ids, labels=ids).loss)
-    run = alignlab.train({"model": {"name_or_path": str(tmp_path / "model")}, "tokenize": {"train_on_prompt": True},
+    run = alignlab.train({"model": {"name_or_path": str(bpe_llama_dir)}, "tokenize": {"train_on_prompt": True},
                           "train": {"loss": "nll", "max_steps": 1, "batch_size": 1, "lr": 1e-6,
                                     "output_dir": str(tmp_path / "run")}},
                          train_data=[{"prompt": "the question", "completion": " and its answer"}],
