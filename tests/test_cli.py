@@ -57,7 +57,7 @@ def test_group_without_subcommand_prints_its_help(capsys: pytest.CaptureFixture)
 def test_formats_lists_every_registered_format(capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "formats"]) == 0
     out = capsys.readouterr().out
-    assert len(FORMATS.names()) == 13
+    assert len(FORMATS.names()) == 14
     assert [name for name in FORMATS.names() if not re.search(rf"\b{name}\b", out)] == []
 
 

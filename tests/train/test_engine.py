@@ -148,7 +148,7 @@ def _ranked_and_judged(folder: Path) -> dict[str, Path]:
     return out
 
 
-UNSUPPORTED = {"poft": "aligned_scores", "prm_bce": "prm"}
+UNSUPPORTED = {"poft": "aligned_scores"}
 
 
 @pytest.mark.parametrize("loss", [e.name for e in LOSSES.entries()])
@@ -161,12 +161,12 @@ def test_every_registered_loss_trains_from_its_contract(loss, tiny, tmp_path):
     extra = _ranked_and_judged(tmp_path)
     data = {"paired": EXAMPLES / "data" / "pairs.jsonl", "reward": EXAMPLES / "data" / "pairs.jsonl",
             "unpaired": EXAMPLES / "data" / "pairs.jsonl", "sft": EXAMPLES / "data" / "sft.jsonl",
-            "ranked": extra["ranked"], "judged": extra["judged"], "prm": EXAMPLES / "data" / "pairs.jsonl",
+            "ranked": extra["ranked"], "judged": extra["judged"], "prm": EXAMPLES / "data" / "steps.jsonl",
             "prompt": EXAMPLES / "data" / "prompts.jsonl"}
     overrides = [f"data.path={data[entry.contract.data]}", f"train.loss={loss}", "train.max_steps=1"]
     if entry.contract.data == "unpaired":
         overrides.append("data.kind=unpaired")
-    if entry.contract.data == "reward":
+    if entry.contract.data in ("reward", "prm"):
         overrides.append("model.reward_head=scalar_head")
     if entry.contract.data == "prompt":  # a reward every completion gets, and that varies within a group
         overrides += ['rl.rewards=["length_target(target=3)"]', "rl.num_generations=4", "rl.max_new_tokens=8"]

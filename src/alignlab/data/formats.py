@@ -22,6 +22,7 @@ from alignlab.data.records import (
     RankedResponses,
     Record,
     SFTExample,
+    StepwiseExample,
     is_chat,
 )
 from alignlab.errors import FieldError
@@ -328,6 +329,13 @@ def judged(row: Mapping[str, Any], source: str) -> Converted:
 def sft(row: Mapping[str, Any], source: str) -> Converted:
     """Prompt and completion to imitate (TRL prompt-completion format)."""
     return [SFTExample(row["prompt"], row["completion"], **_extras(row, ("source", "id"), source))]
+
+
+@register("stepwise", ("prompt", "completions", "labels"), "stepwise")
+def stepwise(row: Mapping[str, Any], source: str) -> Converted:
+    """A solution as steps with one label each (TRL's stepwise-supervision format), for process
+    reward models."""
+    return [StepwiseExample(row["prompt"], row["completions"], row["labels"], **_extras(row, ("source", "id"), source))]
 
 
 @register("text", ("text",), "sft")

@@ -24,6 +24,7 @@ from alignlab.data.records import (
     PreferencePair,
     RankedResponses,
     Record,
+    StepwiseExample,
     is_chat,
     pairs_to_feedback,
     ranked_to_pairs,
@@ -312,6 +313,8 @@ def _completions(record: Record) -> Iterable[tuple[str, Any]]:
         return ((f"responses[{i}]", r) for i, r in enumerate(record.responses))
     if isinstance(record, Judged):
         return (("response", record.response),)
+    if isinstance(record, StepwiseExample):
+        return ((f"completions[{i}]", step) for i, step in enumerate(record.steps))
     return (("completion", record.completion),)  # Feedback, SFTExample
 
 

@@ -352,7 +352,43 @@ class SFTExample:
         )
 
 
-Record = PreferencePair | Feedback | RankedResponses | Judged | SFTExample
+@dataclass(frozen=True)
+class StepwiseExample:
+    """A prompt, a solution written as steps, and one label per step (TRL's stepwise supervision;
+    PRM800K's step ratings): what a process reward model learns. A label is True/False, or a
+    probability in [0, 1] that the step is correct."""
+
+    prompt: Text
+    steps: tuple[str, ...]
+    labels: tuple[float, ...]
+    source: str | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        prompt = check_prompt(self.prompt)
+        if isinstance(self.steps, str) or not isinstance(self.steps, (list, tuple)) or not self.steps:
+            raise FieldError("completions", f"expected a non-empty list of step texts, got {_type_name(self.steps)}",
+                             "give the solution's steps as a list of strings", "mistyped field")
+        steps = []
+        for i, step in enumerate(self.steps):
+            if not isinstance(step, str):
+                raise FieldError(f"completions[{i}]", f"expected a string, got {_type_name(step)}", "", "mistyped field")
+            if not step.strip():
+                raise FieldError(f"completions[{i}]", "empty step", "remove the step or fill in its text", "empty text")
+            steps.append(step)
+        if isinstance(self.labels, (str, bytes)) or not isinstance(self.labels, (list, tuple)):
+            raise FieldError("labels", f"expected a list of step labels, got {_type_name(self.labels)}", "",
+                             "mistyped field")
+        if len(self.labels) != len(steps):
+            raise FieldError("labels", f"{len(self.labels)} labels for {len(steps)} steps",
+                             "give one label per step", "length mismatch")
+        labels = tuple(float(label) if isinstance(label, bool) else check_number(f"labels[{i}]", label, 0.0, 1.0)
+                       for i, label in enumerate(self.labels))
+        _set(self, prompt=prompt, steps=tuple(steps), labels=labels,
+             source=check_optional_str("source", self.source), id=check_optional_str("id", self.id))
+
+
+Record = PreferencePair | Feedback | RankedResponses | Judged | SFTExample | StepwiseExample
 
 
 def _set(record: Any, **values: Any) -> None:
@@ -395,11 +431,12 @@ RECORD_KINDS: dict[str, type] = {
     "ranked": RankedResponses,
     "judged": Judged,
     "sft": SFTExample,
+    "stepwise": StepwiseExample,
 }
 """Record class per data kind, with the kind names loss contracts use."""
 
 __all__ = [
     "CHAT_ROLES", "Chat", "Feedback", "Judged", "Message", "PreferencePair", "RECORD_KINDS",
-    "RankedResponses", "Record", "SFTExample", "Text", "is_chat", "pairs_to_feedback",
+    "RankedResponses", "Record", "SFTExample", "StepwiseExample", "Text", "is_chat", "pairs_to_feedback",
     "ranked_to_pairs",
 ]

@@ -19,6 +19,7 @@ from alignlab.data.records import (
     RankedResponses,
     Record,
     SFTExample,
+    StepwiseExample,
     Text,
     is_chat,
 )
@@ -45,6 +46,9 @@ class TokenizeOptions:
     assistant_turns: Literal["all", "last"] = "all"
     """SFT on a multi-turn conversation: supervise every assistant turn (TRL's
     assistant_only_loss) or only the last ones; system, user and tool turns never."""
+    step_separator: str = "\n\n"
+    """Stepwise (PRM) data: the text after each step, whose last token carries the step's label
+    (PRM800K's and Sun et al.'s "\n\n"; TRL's PRM default is "\n")."""
     train_on_prompt: bool = False
     """SFT: train on the prompt too (TRL's completion_only_loss=false, LLaMA-Factory's
     train_on_prompt): every token after the first, each turn of a conversation included."""
@@ -96,6 +100,20 @@ class TokenizedCompletion:
 
 
 @dataclass(frozen=True)
+class TokenizedSteps:
+    """A stepwise solution: its prompt, its steps' ids one after another (each step followed by
+    the separator), and where each step ends."""
+
+    prompt_ids: Ids
+    completion_ids: Ids
+    step_ends: tuple[int, ...]
+    """Per kept step, the index in ``completion_ids`` of its last token (the separator's)."""
+    labels: tuple[float, ...]
+    """The kept steps' labels (a length limit keeps the first steps that fit)."""
+    record: StepwiseExample
+
+
+@dataclass(frozen=True)
 class TokenizedRanked:
     prompt_ids: Ids
     responses_ids: tuple[Ids, ...]
@@ -111,7 +129,7 @@ class TokenizedJudged:
     record: Judged
 
 
-Tokenized = TokenizedPair | TokenizedCompletion | TokenizedRanked | TokenizedJudged
+Tokenized = TokenizedPair | TokenizedCompletion | TokenizedRanked | TokenizedJudged | TokenizedSteps
 
 
 @dataclass
@@ -223,6 +241,8 @@ class RecordTokenizer:
             if out is None:
                 return None
             return TokenizedRanked(out[0], tuple(ids for ids, _, _ in out[1]), record)
+        if isinstance(record, StepwiseExample):
+            return self._steps(record)
         if isinstance(record, SFTExample) and record.prompt == "":
             return self._plain_text(record)
         if isinstance(record, SFTExample) and self.options.train_on_prompt:
@@ -251,6 +271,29 @@ class RecordTokenizer:
             return TokenizedCompletion(out[0], ids, record, tuple(w > 0 for w in weights))
         out = self._encode(record.prompt, {"completion": (record.completion, None)})
         return None if out is None else TokenizedCompletion(out[0], out[1][0][0], record)
+
+    def _steps(self, record: StepwiseExample) -> TokenizedSteps | None:
+        """Each step and the separator tokenized on their own and concatenated (as TRL's PRM
+        trainer does), so every step's end is a token boundary; a length limit keeps the steps
+        that fit whole (counted in ``steps_truncated``)."""
+        prompt_ids = self.encode_prompt(record.prompt)
+        ids: list[int] = []
+        ends = []
+        for step in record.steps:
+            ids += self._ids(step + self.options.step_separator)
+            ends.append(len(ids) - 1)
+        fitted = self._fit_completion(len(prompt_ids), ids, None)
+        if isinstance(fitted, str):
+            self.stats[fitted] += 1
+            return None
+        room = len(fitted[0])
+        kept = [end for end in ends if end < room]
+        if not kept:
+            self.stats["dropped_overlong"] += 1
+            return None
+        if len(kept) < len(ends):
+            self.stats["steps_truncated"] += len(ends) - len(kept)
+        return TokenizedSteps(prompt_ids, tuple(ids[:kept[-1] + 1]), tuple(kept), record.labels[:len(kept)], record)
 
     def _plain_text(self, record: SFTExample) -> TokenizedCompletion | None:
         """Plain text modelled whole (TRL's language-modeling format): BOS where the model takes

@@ -13,7 +13,8 @@ it runs without a model. Sources:
   solutions of hard MATH problems with a reward model trained on easy ones: best-of-N takes the
   highest-scored solution; weighted voting groups solutions by final answer and takes the answer
   whose solutions' scores sum highest; a solution's PRM score is the minimum of its step scores
-  (their default; the product of Lightman et al. 2023, arXiv 2305.20050, is their alternative).
+  (their default; the product of Lightman et al. 2023, arXiv 2305.20050, is their alternative;
+  the step helpers live in :mod:`alignlab.rewards.steps`, where the ``prm`` reward uses them).
 
 Answers are compared after :func:`canonical_answer`, so that "The answer is 42.", "#### 42" and
 ``\\boxed{42.0}`` are one vote. A completion with no answer abstains: it is counted, never a vote.
@@ -28,6 +29,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from alignlab.rewards.steps import (  # noqa: F401  (the PRM's step helpers, re-exported beside rerank)
+    AGGREGATES,
+    ANSWER_STEP,
+    STEP_SEPARATOR,
+    Aggregate,
+    aggregate_step_scores,
+    aggregate_steps,
+    split_steps,
+)
 from alignlab.rewards.verifiers import (
     NUMBER,
     Style,
@@ -41,14 +51,7 @@ Match = Literal["auto", "numeric", "exact"]
 MATCHES: tuple[str, ...] = ("auto", "numeric", "exact")
 """How :func:`canonical_answer` makes answers comparable (see there)."""
 
-Aggregate = Literal["min", "prod", "last"]
-AGGREGATES: tuple[str, ...] = ("min", "prod", "last")
-"""How :func:`aggregate_steps` turns a solution's step scores into one score."""
 
-STEP_SEPARATOR = "\n\n"
-"""Between two steps of a solution, as in PRM800K and in Sun et al.'s PRM data."""
-ANSWER_STEP = "# Answer"
-"""PRM800K's marker of the final step, which holds the answer (``# Answer\\n\\n42``)."""
 
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}")
 _SIGNIFICANT = 12
@@ -230,51 +233,6 @@ def _select(scores: list[float | None]) -> Ranked:
                      scores=tuple(scores), unscored=len(scores) - len(scored))
 
 
-def aggregate_steps(step_scores: Sequence[float], aggregate: Aggregate = "min", *,
-                    logits: bool = False) -> float:
-    """One solution's PRM score from its step scores.
-
-    ``min``: the lowest step score, Sun et al. 2024's default (arXiv 2403.09472): a solution is
-    as good as its worst step. ``prod``: the product, the probability that every step is correct
-    (Lightman et al. 2023, "Let's Verify Step by Step", arXiv 2305.20050), the alternative in Sun
-    et al.'s code; it needs scores in [0, 1]. ``last``: the final step's score, an option of later
-    work (e.g. Snell et al. 2024, arXiv 2408.03314), not of Sun et al.
-
-    ``logits=True`` passes each score through a sigmoid first, as Sun et al.'s code does with its
-    PRM's outputs before aggregating (it changes ``prod``; ``min`` and ``last`` only rescale)."""
-    return _aggregate(step_scores, aggregate, logits, "aggregate_steps")
-
-
-def _aggregate(step_scores: Sequence[float], aggregate: str, logits: bool, where: str) -> float:
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"{where}: unknown aggregate {aggregate!r}; use {', '.join(AGGREGATES)}")
-    if len(step_scores) == 0:
-        raise ValueError(f"{where}: no step scores; a scored solution has at least one step\n"
-                         "  hint: pass None instead for a solution the PRM could not score")
-    for i, score in enumerate(step_scores):
-        if score is None or not math.isfinite(score):
-            raise ValueError(f"{where}: step {i} has score {score!r}; step scores are finite numbers")
-    values = [_sigmoid(s) for s in step_scores] if logits else list(step_scores)
-    if aggregate == "min":
-        return min(values)
-    if aggregate == "last":
-        return values[-1]
-    outside = next((i for i, v in enumerate(values) if not 0.0 <= v <= 1.0), None)
-    if outside is not None:
-        raise ValueError(f"{where}: step {outside} has score {values[outside]!r}, but 'prod' "
-                         "multiplies probabilities in [0, 1]\n  hint: set logits=True for raw "
-                         "PRM logits, or use aggregate='min'")
-    return math.prod(values)
-
-
-def _sigmoid(x: float) -> float:
-    # Two branches so that exp never overflows, whatever the sign of x.
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
 def rerank(step_scores: Sequence[Sequence[float] | None], aggregate: Aggregate = "min", *,
            logits: bool = False) -> Ranked:
     """PRM best-of-N: aggregate each solution's step scores (:func:`aggregate_steps`), then take
@@ -286,23 +244,6 @@ def rerank(step_scores: Sequence[Sequence[float] | None], aggregate: Aggregate =
     if len(step_scores) == 0:
         raise ValueError("rerank: no solutions\n  hint: pass one list of step scores per sampled "
                          "solution, None where the PRM gave none")
-    scores = [None if steps is None else _aggregate(steps, aggregate, logits, f"rerank: solution {i}")
+    scores = [None if steps is None else aggregate_step_scores(steps, aggregate, logits, f"rerank: solution {i}")
               for i, steps in enumerate(step_scores)]
     return _select(scores)
-
-
-def split_steps(solution: str, separator: str = STEP_SEPARATOR, *, keep_answer: bool = True) -> list[str]:
-    """The steps of a solution: its pieces between ``separator`` (a blank line, as in PRM800K and
-    Sun et al. 2024), stripped, blank pieces dropped.
-
-    PRM800K ends a solution with ``# Answer`` and the answer, a blank line apart; that is one
-    step, the last (kept, as Sun et al. keep it), or dropped with ``keep_answer=False``."""
-    if not separator:
-        raise ValueError("split_steps: the separator is empty\n  hint: steps are separated by a "
-                         "blank line, '\\n\\n'")
-    pieces = [piece.strip() for piece in solution.split(separator)]
-    pieces = [piece for piece in pieces if piece]
-    at = next((i for i, piece in enumerate(pieces) if piece.startswith(ANSWER_STEP)), None)
-    if at is None:
-        return pieces
-    return pieces[:at] + ([separator.join(pieces[at:])] if keep_answer else [])

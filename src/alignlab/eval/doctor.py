@@ -26,7 +26,14 @@ from alignlab.data.load import (
     with_options,
 )
 from alignlab.data.readers import Location
-from alignlab.data.records import Judged, PreferencePair, RankedResponses, Record, is_chat
+from alignlab.data.records import (
+    Judged,
+    PreferencePair,
+    RankedResponses,
+    Record,
+    StepwiseExample,
+    is_chat,
+)
 from alignlab.data.tokenize import RecordTokenizer, TokenizeOptions
 from alignlab.errors import DataError
 from alignlab.eval.ranking import length_bias
@@ -193,6 +200,8 @@ def _length_table(records: Sequence[Record], measure: Any) -> dict[str, dict[str
             columns["rejected"].append(measure(record.rejected))
         elif isinstance(record, RankedResponses):
             columns["chosen/completion"].extend(measure(text) for text in record.responses)
+        elif isinstance(record, StepwiseExample):  # the solution, its steps as one text
+            columns["chosen/completion"].append(measure("".join(record.steps)))
         else:
             columns["chosen/completion"].append(measure(record.response if isinstance(record, Judged)
                                                         else record.completion))

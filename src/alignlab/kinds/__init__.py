@@ -6,7 +6,7 @@ Importing this package imports each kind module, which registers its kind; addin
 module and one line here (docs/design.md shows how).
 """
 
-from alignlab.kinds import judged, paired, prompt, ranked, reward, sft, unpaired  # noqa: F401  (register)
+from alignlab.kinds import judged, paired, prm, prompt, ranked, reward, sft, unpaired  # noqa: F401  (register)
 from alignlab.kinds.base import DataKind, KindBatch, get_kind, register_kind, select, sequence_key
 from alignlab.registry import DATA_KINDS
 

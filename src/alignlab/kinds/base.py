@@ -2,7 +2,7 @@
 
 Example: ``kind = get_kind("paired"); batch = kind.collate(items, [3, 1], pad_id, contract)``
 
-A data kind (paired, unpaired, ranked, judged, sft, reward) is one module of this package and one
+A data kind (paired, unpaired, ranked, judged, sft, reward, prm, prompt) is one module of this package and one
 :class:`DataKind` subclass registered in ``DATA_KINDS``. The trainer asks the kind of a loss's
 contract for everything that depends on the shape of the data, and never tests item types:
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from alignlab.models.loading import (
     RewardScores,
     ScalarHeadModel,
+    TokenScores,
     add_lora,
     linear_layer_names,
     load_policy,
@@ -21,6 +22,7 @@ from alignlab.models.tiny import init_tiny_model
 
 __all__ = [
     "RewardScores",
+    "TokenScores",
     "ScalarHeadModel",
     "add_lora",
     "frozen_copy",

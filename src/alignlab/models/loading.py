@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from alignlab.config import LoraSettings, ModelConfig
-from alignlab.errors import AlignlabError
+from alignlab.errors import AlignlabError, ConfigError
 from alignlab.files import fsync_tree, replace_dir
 from alignlab.forward import SequenceBatch, model_device, split_model, unwrap
 
@@ -162,11 +162,15 @@ class ScalarHeadModel(nn.Module):
             nn.init.zeros_(head.bias)
         self.head = head.to(device=model_device(lm), dtype=torch.float32)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, every_token: bool = False) -> torch.Tensor:
+        """Rewards (N,) at the last non-padding token; ``every_token``: the head at every position
+        (N, L), what a process reward model reads its step scores from."""
         backbone, _ = split_model(self.lm)
         mask = attention_mask.long()
         hidden = backbone(input_ids=input_ids, attention_mask=mask,
                           use_cache=False).last_hidden_state  # (N, L, H)
+        if every_token:
+            return self.head(hidden.float()).squeeze(-1)  # (N, L)
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (mask * positions).argmax(dim=1)  # (N,) rightmost attended position
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
@@ -261,6 +265,21 @@ class RewardScores(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         return reward_scores(self.model, batch.input_ids, batch.attention_mask.long())
+
+
+class TokenScores(nn.Module):
+    """A scalar-head reward model as a module mapping a SequenceBatch to its score at every
+    position (N, L) (DDP-wrappable): a process reward model's step logits are read off these."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(unwrap(model), ScalarHeadModel):
+            raise ConfigError("a process reward model scores every step, which needs a scalar head\n"
+                              "  hint: model.reward_head=scalar_head")
+        self.model = model
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.model(batch.input_ids, batch.attention_mask.long(), every_token=True)
 
 
 # ---- internals -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Rewards computed by models: a trained reward model's score, and the DPO implicit reward.
+"""Rewards computed by models: a trained reward model's score, a process reward model's, and the
+DPO implicit reward.
 
 Example: ``reward = build_reward("reward_model(path='runs/rm/model', head='scalar_head')")``
 
@@ -15,11 +16,24 @@ from typing import Any, Literal
 import torch
 
 from alignlab.config import ModelConfig
-from alignlab.data.records import Text
+from alignlab.data.records import StepwiseExample, Text
 from alignlab.data.tokenize import Encoded, RecordTokenizer, TokenizeOptions, pad_id_of
 from alignlab.forward import collate_sequences, eval_mode, frozen_logps, model_device, pick_device
-from alignlab.models import load_policy, load_reward_model, load_tokenizer, reward_scores
+from alignlab.models import (
+    TokenScores,
+    load_policy,
+    load_reward_model,
+    load_tokenizer,
+    reward_scores,
+)
 from alignlab.rewards.base import Columns, Reward, Scores, register_reward
+from alignlab.rewards.steps import (
+    AGGREGATES,
+    STEP_SEPARATOR,
+    Aggregate,
+    aggregate_steps,
+    split_steps,
+)
 
 
 def encode_all(tokenizer: Any, prompts: Sequence[Text], completions: Sequence[str],
@@ -127,6 +141,74 @@ class ImplicitReward(Reward):
             for i, value in zip(rows, values.tolist(), strict=True):
                 scores[i] = value
         return scores
+
+
+@register_reward("prm", family="model",
+                 summary="a process reward model's solution score: each step's probability of being correct "
+                         "(a scalar head at the step's end), aggregated by min, prod or last",
+                 source="Lightman et al. 2023, Let's Verify Step by Step, arXiv 2305.20050; Sun et al. 2024, "
+                        "Easy-to-Hard Generalization, arXiv 2403.09472 (min aggregation)")
+class ProcessRewardModel(Reward):
+    """The score of a process reward model trained with ``alignlab train`` and loss prm_bce: the
+    completion is split into steps at ``separator`` (:func:`~alignlab.rewards.steps.split_steps`),
+    tokenized as training tokenized stepwise data (each step and the separator on their own), and
+    each step's probability σ(z) is read at its last token; the solution's score is their
+    ``aggregate`` (min: Sun et al.'s default; prod: Lightman et al.'s). A completion with no step, or
+    longer than ``max_length``, gets None (unscorable, counted), never 0."""
+
+    def __init__(self, path: str, aggregate: Aggregate = "min", separator: str = STEP_SEPARATOR,
+                 batch_size: int = 16, max_length: int | None = 1024, device: str = "auto",
+                 trust_remote_code: bool = False) -> None:
+        _check(1.0, batch_size)
+        config = ModelConfig(name_or_path=path, reward_head="scalar_head", trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+        self.setup(load_reward_model(config, pick_device(device), tokenizer), tokenizer, aggregate, separator,
+                   batch_size, max_length)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer: Any, aggregate: Aggregate = "min",
+                   separator: str = STEP_SEPARATOR, batch_size: int = 16,
+                   max_length: int | None = 1024) -> ProcessRewardModel:
+        """A process reward from a scalar-head model already in memory."""
+        reward = cls.__new__(cls)
+        reward.setup(model, tokenizer, aggregate, separator, batch_size, max_length)
+        reward.name = "prm"
+        return reward
+
+    def setup(self, model: torch.nn.Module, tokenizer: Any, aggregate: str, separator: str, batch_size: int,
+              max_length: int | None) -> None:
+        _check(1.0, batch_size)
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"prm: unknown aggregate {aggregate!r}; use {', '.join(AGGREGATES)}")
+        self.scores_of = TokenScores(model)  # refuses a model without a scalar head
+        self.model, self.tokenizer, self.aggregate, self.separator = model, tokenizer, aggregate, separator
+        self.batch_size = batch_size
+        self.encoder = RecordTokenizer(tokenizer, TokenizeOptions(max_length=max_length, completion_overflow="drop",
+                                                                  step_separator=separator))
+
+    def step_probabilities(self, prompts: Sequence[Text], completions: Sequence[str]) -> list[list[float] | None]:
+        """Each completion's steps' probabilities of being correct; None where it cannot be scored."""
+        items: list[Any] = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            steps = split_steps(completion, self.separator)
+            items.append(self.encoder(StepwiseExample(prompt, steps, [0.0] * len(steps))) if steps else None)
+        out: list[list[float] | None] = [None] * len(items)
+        order = sorted((i for i, item in enumerate(items) if item is not None),
+                       key=lambda i: -(len(items[i].prompt_ids) + len(items[i].completion_ids)))
+        device, pad = model_device(self.model), pad_id_of(self.tokenizer)
+        with torch.no_grad(), eval_mode(self.model):
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                batch = collate_sequences([(items[i].prompt_ids, items[i].completion_ids) for i in rows], pad)
+                logits = self.scores_of(batch.to(device)).double().cpu()  # (N, L)
+                for row, i in enumerate(rows):
+                    at = [len(items[i].prompt_ids) + end for end in items[i].step_ends]
+                    out[i] = torch.sigmoid(logits[row, at]).tolist()
+        return out
+
+    def score(self, prompts: Sequence[Text], completions: Sequence[str], columns: Columns) -> Scores:
+        return [None if steps is None else aggregate_steps(steps, self.aggregate)  # type: ignore[arg-type]
+                for steps in self.step_probabilities(prompts, completions)]
 
 
 def _check(beta: float, batch_size: int) -> None:

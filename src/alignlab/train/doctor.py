@@ -75,9 +75,10 @@ def _config(config: RunConfig) -> str:
 
 def _batch(config: RunConfig, entry: Any) -> str:
     from alignlab.kinds import get_kind
-    from alignlab.train.run import check_pack_length
+    from alignlab.train.run import check_pack_length, check_reward_head
 
     check_pack_length(config, entry)
+    check_reward_head(config, entry)
     needed = get_kind(entry.contract.data).min_batch(entry.contract)
     if config.train.batch_size < needed:
         raise AlignlabError(f"loss {entry.name!r} needs at least {needed} examples a batch: set "

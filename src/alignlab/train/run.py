@@ -35,6 +35,7 @@ from alignlab.kinds import DataKind, get_kind
 from alignlab.losses.contract import get_loss
 from alignlab.models import (
     RewardScores,
+    TokenScores,
     add_lora,
     load_policy,
     load_reward_model,
@@ -262,6 +263,8 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
                           f"estimate pairs each prompt with another example's completion): set "
                           f"train.batch_size >= {min_batch}")
     check_pack_length(config, entry)
+    if given.model is None:
+        check_reward_head(config, entry)
     train_source = given.source(given.train_data, config.data.path, "train_data")
     eval_source = given.source(given.eval_data, config.data.eval_path, "eval_data")
     if sampled_pairs and eval_source:
@@ -302,7 +305,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
     online = entry.contract.data == "prompt"
     if kind.reward_model:
         model = given.model.to(device) if given.model is not None else load_reward_model(config.model, device, tokenizer)
-        policy: torch.nn.Module = RewardScores(model)
+        policy: torch.nn.Module = TokenScores(model) if getattr(kind, "token_scores", False) else RewardScores(model)
     else:
         model = _policy(config, given.model, device)
         # Online RL: the objective's log-probs are those of the distribution the rollouts were drawn from.
@@ -389,6 +392,14 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         write_model_card(run_dir / "model", config, summary, data_sources)
         console.print(f"done: {trainer.step} steps; model in {run_dir / 'model'}; metrics in {run_dir / 'metrics.jsonl'}")
     return run_dir
+
+
+def check_reward_head(config: RunConfig, entry: Entry) -> None:
+    """A process reward model (prm data) scores every step: only the scalar head gives a score
+    per position."""
+    if getattr(get_kind(entry.contract.data), "token_scores", False) and config.model.reward_head != "scalar_head":
+        raise ConfigError(f"loss {entry.name!r} trains a process reward model, which scores every step: it needs "
+                          "a scalar head\n  hint: model.reward_head=scalar_head")
 
 
 def check_pack_length(config: RunConfig, entry: Entry) -> None:
