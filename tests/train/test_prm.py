@@ -179,3 +179,14 @@ def test_the_doctor_names_the_missing_scalar_head(tiny):
     assert diagnose(load_config(None, [*common, "model.reward_head=scalar_head"])).ok
     failed = [c for c in diagnose(load_config(None, common)).checks if not c.ok]
     assert [c.name for c in failed] == ["batch"] and "scalar head" in failed[0].detail
+
+
+def test_stepwise_records_round_trip_through_the_jsonl_writer(tmp_path):
+    from alignlab.data.convert import write_jsonl
+
+    records = load_records(STEPS).records
+    write_jsonl(records, tmp_path / "out.jsonl")
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert set(first) >= {"prompt", "completions", "labels"}  # the stepwise format's columns
+    again = load_records(tmp_path / "out.jsonl").records
+    assert [(r.prompt, r.steps, r.labels) for r in again] == [(r.prompt, r.steps, r.labels) for r in records]

@@ -18,11 +18,12 @@ from alignlab.files import atomic_write, shared_file_mode
 def to_row(record: Record) -> dict[str, Any]:
     """A record as a plain JSON-ready dict in its generic format; unset optional fields left out."""
     row: dict[str, Any] = {}
+    columns = getattr(record, "COLUMNS", {})
     for f in fields(record):
         value = getattr(record, f.name)
         if value is None and f.name not in ALWAYS_WRITTEN:
             continue
-        row[f.name] = _plain(value)
+        row[columns.get(f.name, f.name)] = _plain(value)
     return row
 
 

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from alignlab.errors import FieldError
 
@@ -363,6 +363,9 @@ class StepwiseExample:
     labels: tuple[float, ...]
     source: str | None = None
     id: str | None = None
+
+    COLUMNS: ClassVar[Mapping[str, str]] = {"steps": "completions"}
+    """Fields written under another column name (the stepwise format's)."""
 
     def __post_init__(self) -> None:
         prompt = check_prompt(self.prompt)
