@@ -117,7 +117,7 @@ def test_module_level_registries_have_their_kinds_and_members() -> None:
 
     assert [r.kind for r in (LOSSES, FORMATS, DATA_KINDS)] == ["loss", "data format", "data kind"]
     assert len(LOSSES) >= 30 and len(FORMATS) >= 10
-    assert DATA_KINDS.names() == ["judged", "paired", "prompt", "ranked", "reward", "sft", "unpaired"]
+    assert DATA_KINDS.names() == ["judged", "paired", "prm", "prompt", "ranked", "reward", "sft", "unpaired"]
 
 
 def test_import_named_imports_what_the_user_names_and_explains_what_it_cannot() -> None:
