@@ -1,5 +1,5 @@
 """GPU-only paths, skipped without CUDA (CI has none): QLoRA on CUDA, FSDP2 with CPU offload on
-two GPUs, gradient checkpointing and SFT packing in bf16 autocast. Run with `pytest -m gpu` on a
+two GPUs, gradient checkpointing and SFT packing, fp16 with loss scaling. Run with `pytest -m gpu` on a
 machine with GPUs; each is the CPU test's claim on the device the option exists for."""
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ def test_gradient_checkpointing_and_sft_packing_on_cuda_match_without(tiny, tmp_
                             "device": "cuda", "precision": "fp32", "output_dir": str(tmp_path / name), **extra}}
         runs.append(losses(alignlab.train(config, console=Console(quiet=True))))
     assert runs[0] == pytest.approx(runs[1], abs=1e-4)
+
+
+def test_fp16_with_loss_scaling_trains_on_cuda(tiny, tmp_path):
+    """train.precision=fp16 where it exists for: a CUDA float16 forward with GradScaler; the loss
+    falls, every step logs its scale, and the run keeps float32 weights."""
+    config = {"data": {"path": PAIRS}, "model": {"name_or_path": str(tiny)},
+              "train": {"loss": "dpo", "reference": "copy", "max_steps": 6, "batch_size": 4, "lr": 1e-3,
+                        "device": "cuda", "precision": "fp16", "output_dir": str(tmp_path / "run")}}
+    run = alignlab.train(config, console=Console(quiet=True))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert all(r["loss_scale"] > 0 for r in records) and records[-1]["loss"] < records[0]["loss"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["skipped_overflow"] < summary["steps"]
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
