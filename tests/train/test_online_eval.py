@@ -99,11 +99,11 @@ def test_final_evaluation_equals_an_independent_resampling(workspace):
     assert evals[-1]["completions/clipped_ratio"] == pytest.approx(sum(clipped) / len(clipped))
 
 
-def plain_logp_sums(model, prompt_ids, completion_ids) -> float:
-    """Σ_t log p(y_t | x, y_<t) at the sampling temperature, from the model's own forward."""
+def plain_logp_sums(model, prompt_ids, completion_ids, temperature: float = TEMPERATURE) -> float:
+    """Σ_t log p(y_t | x, y_<t) at ``temperature`` (the sampling one), from the model's own forward."""
     ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
     with torch.no_grad():
-        logits = model(ids).logits[0].float() / TEMPERATURE
+        logits = model(ids).logits[0].float() / temperature
     logp = torch.log_softmax(logits, -1)
     start = len(prompt_ids)
     return float(sum(logp[start - 1 + t, tok] for t, tok in enumerate(completion_ids)))
@@ -130,9 +130,28 @@ def test_keep_best_by_the_eval_reward(workspace):
     assert best["metric"] == "reward" and best["value"] == top["reward"]
 
 
-def test_online_pairs_still_refuse_an_eval_file(workspace):
-    with pytest.raises(ConfigError, match="not read by online pairs or OPA-DPO"):
-        run(workspace, "pairs", "rl.pairs=best_worst", "train.loss=dpo")
+def test_online_dpo_evaluates_on_held_out_prompts_too(workspace):
+    """rl.pairs (online DPO) samples, scores and reports the held-out prompts as GRPO does; its
+    reference (a frozen copy) gives the KL, at temperature 1 where DPO reads log-probs."""
+    from transformers import AutoModelForCausalLM
+
+    from alignlab.rewards import build_reward
+
+    run_dir = run(workspace, "pairs", "rl.pairs=best_worst", "train.loss=dpo", "train.reference=copy")
+    final = evaluations(run_dir)[-1]
+    prompt_ids, completions, prompts, (policy, tokenizer, _) = resample(workspace, run_dir)
+    texts = [tokenizer.decode(c, skip_special_tokens=True).strip() for group in completions for c in group]
+    scores = [float(x) for x in build_reward(REWARD)([p for p in prompts for _ in range(G)], texts, {})]
+    assert final["reward"] == pytest.approx(sum(scores) / len(scores), abs=1e-12)
+    reference = AutoModelForCausalLM.from_pretrained(workspace / "tiny").eval()
+    kls = [plain_logp_sums(policy, p, c, 1.0) - plain_logp_sums(reference, p, c, 1.0)
+           for p, group in zip(prompt_ids, completions, strict=True) for c in group]
+    assert final["kl"] == pytest.approx(sum(kls) / len(kls), abs=1e-4)
+
+
+def test_opa_dpo_still_refuses_an_eval_file(workspace):
+    with pytest.raises(ConfigError, match="not read by OPA-DPO"):
+        run(workspace, "opa", "rl.opa.reviser=online_eval_reviser:revise", "train.loss=dpo")
 
 
 def test_logged_completions_are_the_rollouts_the_metrics_describe(workspace):

@@ -273,67 +273,14 @@ class RolloutPhase:
 
     def _metrics(self, rows: Sequence[_Row], rewards: torch.Tensor, scorable: torch.Tensor, g: int,
                  kl_sums: torch.Tensor | None) -> dict[str, float]:
-        """TRL's GRPO metrics over the step's global batch."""
-        lengths = torch.tensor([r.length for r in rows], dtype=torch.float64)
-        ended = torch.tensor([r.ended for r in rows])
-        grouped = rewards.view(-1, g)
-        zero_std = [bool(row[~row.isnan()].std(unbiased=False) == 0) for row in grouped if (~row.isnan()).sum() > 0]
-        kept = rewards[scorable]
-        unscored = sum(any(v is None for v in r.scores.values()) for r in rows)
-        out = {"reward": float(kept.mean()), "reward_std": float(kept.std()) if len(kept) > 1 else 0.0,
-               "frac_reward_zero_std": sum(zero_std) / max(len(zero_std), 1), "rewards/unscorable": unscored / len(rows),
-               "completions/mean_length": float(lengths.mean()), "completions/min_length": float(lengths.min()),
-               "completions/max_length": float(lengths.max()),
-               "completions/clipped_ratio": float((~ended).double().mean()),
-               "completions/mean_terminated_length": float(lengths[ended].mean()) if bool(ended.any()) else 0.0}
-        for name, _ in self.rewards:
-            values = torch.tensor([r.scores[name] for r in rows if r.scores[name] is not None], dtype=torch.float64)
-            if len(values):
-                out[f"rewards/{name}/mean"] = float(values.mean())
-                out[f"rewards/{name}/std"] = float(values.std()) if len(values) > 1 else 0.0
-        if kl_sums is not None:
-            out["kl_in_reward"] = float(kl_sums.mean())
-        return out
+        return rollout_metrics(rows, rewards, scorable, g, [name for name, _ in self.rewards], kl_sums)
 
     # ---- evaluation on held-out prompts ---------------------------------------------------------
 
     def evaluate(self, prompts: Sequence[PromptItem]) -> dict[str, float]:
-        """The rollouts' metrics on held-out prompts (data.eval_path): G completions of each, sampled
-        as the rollouts are (policy in eval mode) and scored by the same rewards; with a reference,
-        ``kl``: the mean over completions of Σ_t log π(y_t)/π_ref(y_t), an estimate of
-        KL(π‖π_ref) per completion. Every evaluation draws from the same random streams, so two
-        evaluations differ by the policy alone, not by sampling luck. Each rank evaluates every
-        prompt (as the offline evaluation does): the numbers need no collective."""
-        g = self.settings.num_generations
-        options = SamplingOptions(max_new_tokens=self.settings.max_new_tokens, temperature=self.settings.temperature,
-                                  top_p=self.settings.top_p, top_k=self.settings.top_k,
-                                  seed=self.seed * SEED_STRIDE + EVAL_SEED, batch_size=self.settings.batch_size)
-        with eval_mode(self.model):
-            completions = sample(self.model, [p.prompt_ids for p in prompts], g, options, eos_id=self.eos_id,
-                                 pad_id=self.pad_id, progress=False)
-            rows = [(p, c) for p, group in zip(prompts, completions, strict=True) for c in group]
-            texts = [self.tokenizer.decode(list(c), skip_special_tokens=True).strip() for _, c in rows]
-            per_reward, combined = score_completions(self.rewards, self.weights, [p for p, _ in rows], texts,
-                                                     self.settings.unscorable_reward)
-            pairs = [(p.prompt_ids, c) for p, c in rows]
-            kl = None
-            if self.reference is not None:
-                kl = torch.tensor([float((pol - ref).sum()) for pol, ref in
-                                   zip(self._frozen(pairs, self.model), self._frozen(pairs, self.reference),
-                                       strict=True)], dtype=torch.float64)
-        eos = {self.eos_id} if isinstance(self.eos_id, int) else set(self.eos_id)
-        summary = [_Row(k, math.nan if combined[k] is None else float(combined[k]),
-                        {name: scores[k] for name, scores in per_reward.items()}, len(c), bool(c) and c[-1] in eos, None)
-                   for k, (_, c) in enumerate(rows)]
-        rewards = torch.tensor([r.reward for r in summary], dtype=torch.float64)
-        if not bool((~rewards.isnan()).any()):
-            raise AlignlabError(f"no completion of the {len(prompts)} evaluation prompts could be scored by the "
-                                f"rewards {[n for n, _ in self.rewards]}\n  hint: check the eval file's fields "
-                                "against the rewards' columns (`alignlab rewards show NAME`)")
-        metrics = self._metrics(summary, rewards, ~rewards.isnan(), g, None)
-        if kl is not None:
-            metrics["kl"] = float(kl.mean())
-        return metrics
+        """The rollout metrics on held-out prompts: :func:`evaluate_prompts`."""
+        return evaluate_prompts(prompts, self.model, self.tokenizer, self.settings, self.rewards, self.weights,
+                                self.reference, self.pad_id, self.eos_id, self.seed, self.precision)
 
     # ---- the step on the rollouts --------------------------------------------------------------
 
@@ -393,18 +340,7 @@ class RolloutPhase:
         return out
 
     def _frozen(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]], model: Any) -> list[torch.Tensor]:
-        """Per-token log-probs (at the sampling temperature, no gradients) of each row's completion."""
-        out = []
-        for start in range(0, len(rows), 64):
-            chunk = rows[start:start + 64]
-            batch = collate_sequences(chunk, self.pad_id)
-            if isinstance(model, torch.nn.Module):
-                lp = frozen_logps(model, batch, precision=self.precision, temperature=self.settings.temperature)
-            else:  # a Reference
-                lp = model.logps(batch)
-            for row, (p, c) in enumerate(chunk):
-                out.append(lp.tokens[row, len(p):len(p) + len(c)].detach().cpu())
-        return out
+        return completion_logps_of(rows, model, self.pad_id, self.precision, self.settings.temperature)
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -562,3 +498,89 @@ def reward_name(spec: Any) -> str:
     text = str(spec).split("(", 1)[0].strip() or str(spec)
     return text.rsplit(":", 1)[-1]
 
+
+def completion_logps_of(rows: Sequence[tuple[Sequence[int], Sequence[int]]], model: Any, pad_id: int,
+                        precision: str | None, temperature: float) -> list[torch.Tensor]:
+    """Per-token log-probs (at the sampling temperature, no gradients) of each row's completion,
+    from a model or a Reference."""
+    out = []
+    for start in range(0, len(rows), 64):
+        chunk = rows[start:start + 64]
+        batch = collate_sequences(chunk, pad_id)
+        if isinstance(model, torch.nn.Module):
+            lp = frozen_logps(model, batch, precision=precision, temperature=temperature)
+        else:  # a Reference
+            lp = model.logps(batch)
+        for row, (p, c) in enumerate(chunk):
+            out.append(lp.tokens[row, len(p):len(p) + len(c)].detach().cpu())
+    return out
+
+
+def rollout_metrics(rows: Sequence[_Row], rewards: torch.Tensor, scorable: torch.Tensor, g: int,
+                    reward_names: Sequence[str], kl_sums: torch.Tensor | None) -> dict[str, float]:
+    """TRL's GRPO metrics over a batch of rollouts (G consecutive rows per prompt)."""
+    lengths = torch.tensor([r.length for r in rows], dtype=torch.float64)
+    ended = torch.tensor([r.ended for r in rows])
+    grouped = rewards.view(-1, g)
+    zero_std = [bool(row[~row.isnan()].std(unbiased=False) == 0) for row in grouped if (~row.isnan()).sum() > 0]
+    kept = rewards[scorable]
+    unscored = sum(any(v is None for v in r.scores.values()) for r in rows)
+    out = {"reward": float(kept.mean()), "reward_std": float(kept.std()) if len(kept) > 1 else 0.0,
+           "frac_reward_zero_std": sum(zero_std) / max(len(zero_std), 1), "rewards/unscorable": unscored / len(rows),
+           "completions/mean_length": float(lengths.mean()), "completions/min_length": float(lengths.min()),
+           "completions/max_length": float(lengths.max()),
+           "completions/clipped_ratio": float((~ended).double().mean()),
+           "completions/mean_terminated_length": float(lengths[ended].mean()) if bool(ended.any()) else 0.0}
+    for name in reward_names:
+        values = torch.tensor([r.scores[name] for r in rows if r.scores[name] is not None], dtype=torch.float64)
+        if len(values):
+            out[f"rewards/{name}/mean"] = float(values.mean())
+            out[f"rewards/{name}/std"] = float(values.std()) if len(values) > 1 else 0.0
+    if kl_sums is not None:
+        out["kl_in_reward"] = float(kl_sums.mean())
+    return out
+
+
+def evaluate_prompts(prompts: Sequence[PromptItem], model: Any, tokenizer: Any, settings: RolloutConfig,
+                     rewards: Sequence[tuple[str, Any]], weights: Sequence[float], reference: Any, pad_id: int,
+                     eos_id: int | Sequence[int], seed: int, precision: str | None = None,
+                     logp_temperature: float | None = None) -> dict[str, float]:
+    """The rollout metrics on held-out prompts (data.eval_path): G completions of each, sampled as
+    the rollouts are (the policy in eval mode) and scored by the same rewards; with a reference,
+    ``kl``: the mean over completions of Σ_t log π(y_t)/π_ref(y_t), an estimate of KL(π‖π_ref)
+    per completion, with both log-probs at ``logp_temperature`` (default: the sampling temperature,
+    as online RL's reference reads them). Every evaluation draws from the same random streams, so two evaluations
+    differ by the policy alone, not by sampling luck. Each rank evaluates every prompt (as the
+    offline evaluation does): the numbers need no collective."""
+    g = settings.num_generations
+    options = SamplingOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                              top_p=settings.top_p, top_k=settings.top_k, seed=seed * SEED_STRIDE + EVAL_SEED,
+                              batch_size=settings.batch_size)
+    with eval_mode(model):
+        completions = sample(model, [p.prompt_ids for p in prompts], g, options, eos_id=eos_id, pad_id=pad_id,
+                             progress=False)
+        rows = [(p, c) for p, group in zip(prompts, completions, strict=True) for c in group]
+        texts = [tokenizer.decode(list(c), skip_special_tokens=True).strip() for _, c in rows]
+        per_reward, combined = score_completions(rewards, weights, [p for p, _ in rows], texts,
+                                                 settings.unscorable_reward)
+        kl = None
+        if reference is not None:
+            pairs = [(p.prompt_ids, c) for p, c in rows]
+            temperature = settings.temperature if logp_temperature is None else logp_temperature
+            policy_lp = completion_logps_of(pairs, model, pad_id, precision, temperature)
+            reference_lp = completion_logps_of(pairs, reference, pad_id, precision, temperature)
+            kl = torch.tensor([float((a - b).sum()) for a, b in zip(policy_lp, reference_lp, strict=True)],
+                              dtype=torch.float64)
+    eos = {eos_id} if isinstance(eos_id, int) else set(eos_id)
+    summary = [_Row(k, math.nan if combined[k] is None else float(combined[k]),
+                    {name: scores[k] for name, scores in per_reward.items()}, len(c), bool(c) and c[-1] in eos, None)
+               for k, (_, c) in enumerate(rows)]
+    values = torch.tensor([r.reward for r in summary], dtype=torch.float64)
+    if not bool((~values.isnan()).any()):
+        raise AlignlabError(f"no completion of the {len(prompts)} evaluation prompts could be scored by the "
+                            f"rewards {[n for n, _ in rewards]}\n  hint: check the eval file's fields against "
+                            "the rewards' columns (`alignlab rewards show NAME`)")
+    metrics = rollout_metrics(summary, values, ~values.isnan(), g, [n for n, _ in rewards], None)
+    if kl is not None:
+        metrics["kl"] = float(kl.mean())
+    return metrics

@@ -60,6 +60,7 @@ from alignlab.train.online import (
     Prepared,
     build_rewards,
     consecutive_positions,
+    evaluate_prompts,
     global_sum,
     score_completions,
 )
@@ -144,6 +145,13 @@ class OnlinePairsPhase:
     def iterations(self) -> int:
         """Optimizer steps per round of samples (1: online DPO; more: iterative DPO)."""
         return self.settings.num_iterations
+
+    def evaluate(self, prompts: Sequence[PromptItem]) -> dict[str, float]:
+        """The rollout metrics (reward, lengths, KL to the reference) on held-out prompts, sampled
+        as the rounds are: :func:`~alignlab.train.online.evaluate_prompts`; the KL's log-probs at
+        temperature 1, where the paired loss (and its reference) read them."""
+        return evaluate_prompts(prompts, self.model, self.tokenizer, self.settings, self.rewards, self.weights,
+                                self.reference, self.pad_id, self.eos_id, self.seed, logp_temperature=1.0)
 
     # ---- the round's pairs ---------------------------------------------------------------------
 

@@ -267,9 +267,9 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         check_reward_head(config, entry)
     train_source = given.source(given.train_data, config.data.path, "train_data")
     eval_source = given.source(given.eval_data, config.data.eval_path, "eval_data")
-    if sampled_pairs and eval_source:
-        raise ConfigError("data.eval_path is not read by online pairs or OPA-DPO yet\n  hint: remove "
-                          "data.eval_path; `alignlab generate` scores a trained model on held-out prompts")
+    if config.rl.opa.reviser is not None and eval_source:
+        raise ConfigError("data.eval_path is not read by OPA-DPO yet\n  hint: remove data.eval_path; "
+                          "`alignlab generate` scores a trained model on held-out prompts")
     rewards = None
     if data_kind.name == "prompt":  # a typo fails before the model loads
         if world > 1 and config.train.distributed == "fsdp":
@@ -285,13 +285,13 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         raise ConfigError("a model object cannot be trained with train.distributed=fsdp yet (the final "
                           "model is rebuilt from model.name_or_path)\n  hint: train.distributed=ddp")
     records = _records(config, train_source, entry, data_kind)  # data before any model: cheap checks first
-    eval_records = _records(config, eval_source, entry, kind) if eval_source else []
+    eval_records = _records(config, eval_source, entry, data_kind) if eval_source else []  # online: prompts
     tokenizer = given.tokenizer or load_tokenizer(config.model.tokenizer or config.model.name_or_path,
                                                   trust_remote_code=config.model.trust_remote_code)
     train_name = str(train_source) if given.train_data is None else "train_data (in memory)"
     eval_name = str(eval_source) if given.eval_data is None else "eval_data (in memory)"
     items = _tokenized(config, data_kind, train_name, records, tokenizer, console)
-    eval_items = _tokenized(config, kind, eval_name, eval_records, tokenizer, console) if eval_records else []
+    eval_items = _tokenized(config, data_kind, eval_name, eval_records, tokenizer, console) if eval_records else []
     data_sources = [DataSource("train", train_name, fingerprint_source(train_source, records), len(records), len(items))]
     if eval_records:
         data_sources.append(DataSource("eval", eval_name, fingerprint_source(eval_source, eval_records),
@@ -352,7 +352,7 @@ def _train(config: RunConfig, console: Console, mode: str, entry: Entry, rank: i
         step = make_step(entry, kwargs, kind, items, forward, reference, pad_id, state,
                          row_of=getattr(order, "row_of", None))
     evaluate = None
-    if eval_items and online:  # held-out prompts sampled and scored like the rollouts
+    if eval_items and rollout is not None:  # online: held-out prompts sampled and scored like the rollouts
         evaluate = functools.partial(rollout.evaluate, eval_items)
     elif eval_items:
         eval_step = make_step(entry, kwargs, kind, eval_items, policy, reference, pad_id, state,
