@@ -119,6 +119,12 @@ def test_the_confidence_loss_trains_the_student_only(tmp_path, monkeypatch):
     assert any("auxiliary confidence loss" in note for note in result.notes)
     with pytest.raises(ConfigError, match="student_loss must be one of"):
         w2s.WeakToStrongSettings(student_loss="mse")
+    with pytest.raises(ConfigError, match="option aux_coef='abc' should be of type float"):
+        w2s.WeakToStrongSettings(aux_coef="abc")
+    with pytest.raises(ConfigError, match="option seeds=2.5 should be of type int"):
+        w2s.WeakToStrongSettings(seeds=2.5)
+    with pytest.raises(ConfigError, match=r"aux_coef must be in \[0, 1\]"):
+        w2s.WeakToStrongSettings(aux_coef=2)
 
 
 def test_a_real_tiny_run_through_the_cli(tmp_path, capsys):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,14 @@ class WeakToStrongSettings:
     """α of bradley_terry_confidence (the authors' code default)."""
 
     def __post_init__(self) -> None:
+        for option in fields(self):  # --option values arrive as YAML: a typo's type is caught here
+            value, default = getattr(self, option.name), option.default
+            number = isinstance(default, float) and isinstance(value, int | float)
+            if not (number or type(value) is type(default)):
+                raise ConfigError(f"weak_to_strong: option {option.name}={value!r} should be of type "
+                                  f"{type(default).__name__} (default {default!r})")
+        if not 0.0 <= self.aux_coef <= 1.0:
+            raise ConfigError(f"weak_to_strong: aux_coef must be in [0, 1], got {self.aux_coef}")
         if self.student_loss not in STUDENT_LOSSES:
             raise ConfigError(f"weak_to_strong: student_loss must be one of {list(STUDENT_LOSSES)}, got "
                               f"{self.student_loss!r}")
