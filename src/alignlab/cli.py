@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -367,6 +368,9 @@ def _eval_suite(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def suite_options(suite: Any, given: list[str]) -> dict[str, Any]:
     """``--option KEY=VALUE`` pairs (VALUE read as YAML: 3, true, [a, b]) checked against what the
     suite takes: its ``run`` keywords, or its settings for a suite that trains."""
@@ -392,7 +396,10 @@ def suite_options(suite: Any, given: list[str]) -> dict[str, Any]:
         if key not in known:
             raise AlignlabError(f"the {suite.name} suite has no option {key!r}.{suggest(key, known)}\n"
                                 f"  hint: its options: {', '.join(sorted(known)) or 'none'}")
-        options[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and EXPONENT_FLOAT.fullmatch(parsed):
+            parsed = float(parsed)  # YAML 1.1 reads 2e-5 (no dot) as a string
+        options[key] = parsed
     if suite.trains and options:
         return {"settings": WeakToStrongSettings(**options)}
     return options

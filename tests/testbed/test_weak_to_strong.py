@@ -187,3 +187,11 @@ def test_user_items_parse_with_chats():
     items = suite.items(None)
     assert len(items) == w2s.WeakToStrongSettings.pairs
     assert items[0].prompt[0]["role"] == "user"
+
+
+def test_an_exponent_without_a_dot_is_a_number_not_a_string():
+    """YAML 1.1 reads 2e-5 as a string; --option takes it as the float it means."""
+    from alignlab.cli import suite_options
+
+    settings = suite_options(get_suite("weak_to_strong"), ["lr=2e-5", "seeds=1"])["settings"]
+    assert settings.lr == 2e-5 and settings.seeds == 1
