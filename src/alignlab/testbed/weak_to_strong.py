@@ -185,7 +185,8 @@ def run_weak_to_strong(settings: WeakToStrongSettings, out: str | Path, console:
                           "1 is pure imitation"))
     notes += [f"weak base {weak}, strong base {strong}; {len(weak_train)} weak-training, {len(transfer)} "
               f"student/ceiling-training and {len(test)} test pairs; each reward model {settings.steps} steps "
-              f"(batch 16, lr {settings.lr}, a scalar head on the last token, Bradley-Terry loss)",
+              f"(batch 16, lr {settings.lr}, a scalar head on the last token; Bradley-Terry for the weak model and the "
+              f"ceiling)",
               "A test pair counts as right when the reward model scores chosen strictly above rejected. Hard weak "
               "labels; the student's loss: " + (
                   "Bradley-Terry" if settings.student_loss == "bradley_terry" else

@@ -195,7 +195,7 @@ class RolloutPhase:
                                          None if returns is None else returns[row]))
                     k += 1
             rollouts.append(batch)
-        return rollouts, self._metrics(everyone, rewards, scorable, g, kl_sums)
+        return rollouts, rollout_metrics(everyone, rewards, scorable, g, [name for name, _ in self.rewards], kl_sums)
 
     def _log_completions(self, step: int, everyone: Sequence[_Row], advantages: Sequence[Any],
                          texts_at: dict[int, tuple[Any, str]]) -> None:
@@ -270,10 +270,6 @@ class RolloutPhase:
 
     def _advantage_options(self) -> dict[str, Any]:
         return advantage_options(self.settings, self.advantage)
-
-    def _metrics(self, rows: Sequence[_Row], rewards: torch.Tensor, scorable: torch.Tensor, g: int,
-                 kl_sums: torch.Tensor | None) -> dict[str, float]:
-        return rollout_metrics(rows, rewards, scorable, g, [name for name, _ in self.rewards], kl_sums)
 
     # ---- evaluation on held-out prompts ---------------------------------------------------------
 
@@ -501,8 +497,8 @@ def reward_name(spec: Any) -> str:
 
 def completion_logps_of(rows: Sequence[tuple[Sequence[int], Sequence[int]]], model: Any, pad_id: int,
                         precision: str | None, temperature: float) -> list[torch.Tensor]:
-    """Per-token log-probs (at the sampling temperature, no gradients) of each row's completion,
-    from a model or a Reference."""
+    """Per-token log-probs (logits divided by ``temperature``, no gradients) of each row's
+    completion, from a model or a Reference (which applies its own temperature)."""
     out = []
     for start in range(0, len(rows), 64):
         chunk = rows[start:start + 64]
@@ -548,10 +544,10 @@ def evaluate_prompts(prompts: Sequence[PromptItem], model: Any, tokenizer: Any, 
     """The rollout metrics on held-out prompts (data.eval_path): G completions of each, sampled as
     the rollouts are (the policy in eval mode) and scored by the same rewards; with a reference,
     ``kl``: the mean over completions of Σ_t log π(y_t)/π_ref(y_t), an estimate of KL(π‖π_ref)
-    per completion, with both log-probs at ``logp_temperature`` (default: the sampling temperature,
-    as online RL's reference reads them). Every evaluation draws from the same random streams, so two evaluations
-    differ by the policy alone, not by sampling luck. Each rank evaluates every prompt (as the
-    offline evaluation does): the numbers need no collective."""
+    per completion, with both log-probs at ``logp_temperature`` (default: the sampling
+    temperature, as online RL's reference reads them). Every evaluation draws from the same random
+    streams, so two evaluations differ by the policy alone, not by sampling luck. Each rank
+    evaluates every prompt (as the offline evaluation does): the numbers need no collective."""
     g = settings.num_generations
     options = SamplingOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                               top_p=settings.top_p, top_k=settings.top_k, seed=seed * SEED_STRIDE + EVAL_SEED,
